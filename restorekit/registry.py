@@ -1,0 +1,380 @@
+"""The model registry: typed records of architectures and pretrained weights.
+
+Every pretrained model is named ``arch.tag`` (``msrn.sr_x4``). An architecture registers one
+:class:`ArchSpec` (how to build the network and what it needs from the caller) and any number
+of :class:`WeightRecord` entries (where its weights come from and what they were made for).
+Architecture files register themselves when :mod:`restorekit.archs` is imported; lookups import
+it lazily so ``import restorekit`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import json
+import re
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from types import MappingProxyType
+from typing import Any
+
+from .errors import UnknownModelError
+
+__all__ = [
+    "ArchSpec",
+    "HubSource",
+    "UrlSource",
+    "BundledSource",
+    "Metric",
+    "WeightRecord",
+    "register_arch",
+    "register_weights",
+    "get_arch",
+    "get_record",
+    "list_models",
+    "list_archs",
+    "model_info",
+]
+
+TASKS = ("sr", "denoise", "deblur", "derain", "dehaze", "jpeg", "smooth", "inpaint", "colorize", "all_in_one")
+DTYPES = ("float32", "float16", "bfloat16")
+_HEX40 = re.compile(r"^[0-9a-f]{40}$")
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _freeze(mapping: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    return MappingProxyType(dict(mapping or {}))
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """How to build one network family and what the inference contract needs from it.
+
+    ``build(**config)`` returns the ``nn.Module``; ``select_output`` picks the restored image
+    out of a multi-output network's return value; ``filter_checkpoint(state_dict, config)``
+    maps an authors' checkpoint onto our key names (``None``: keys already match).
+    """
+
+    name: str
+    build: Callable[..., Any]
+    default_config: Mapping[str, Any]
+    tiny_config: Mapping[str, Any]  # a few-hundred-parameter variant for tests
+    paper: str
+    value_range: float = 1.0  # the network's input/output range (MSRN works in 0..255)
+    receptive_field: int | None = None  # radius in input pixels; None = global (unbounded)
+    # Measured peak activation bytes per input pixel at fp32 (docs/performance.md): a number, or a
+    # function of the config when it varies (an SR network's upsampler grows with the scale).
+    footprint: float | Callable[[Mapping[str, Any]], float] = 4096.0
+    select_output: Callable[[Any], Any] | None = None
+    filter_checkpoint: Callable[[dict[str, Any], Mapping[str, Any]], dict[str, Any]] | None = None
+    config_for_scale: Callable[[int], Mapping[str, Any]] | None = None
+
+    def footprint_for(self, config: Mapping[str, Any]) -> float:
+        return float(self.footprint(config) if callable(self.footprint) else self.footprint)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "default_config", _freeze(self.default_config))
+        object.__setattr__(self, "tiny_config", _freeze(self.tiny_config))
+
+
+@dataclass(frozen=True)
+class HubSource:
+    """A safetensors file in a hub repository, pinned to a commit and a sha256."""
+
+    repo_id: str
+    filename: str
+    revision: str | None = None  # 40-hex commit; None while unpublished
+    sha256: str | None = None
+    size: int | None = None
+
+    @property
+    def published(self) -> bool:
+        return self.revision is not None and self.sha256 is not None
+
+
+@dataclass(frozen=True)
+class UrlSource:
+    """An authors' checkpoint at an upstream URL, converted once to our format.
+
+    Integrity is pinned by ``sha256`` or, for files in a git repository, by the git blob SHA-1
+    (``sha1("blob <size>\\0" + bytes)``), which is what the repository itself records.
+    """
+
+    url: str
+    format: str = "torch"  # torch | safetensors (later: caffe, paddle)
+    sha256: str | None = None
+    git_blob_sha1: str | None = None
+    size: int | None = None
+
+
+@dataclass(frozen=True)
+class BundledSource:
+    """A file shipped inside the package, in ``restorekit/weights/``."""
+
+    filename: str
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Metric:
+    dataset: str
+    metric: str  # "psnr" | "ssim"
+    value: float
+    convention: str  # e.g. "y_shave_scale" (see restorekit.metrics once it lands)
+    source: str = "measured"  # "measured" by restorekit, or "reported" (paper / authors' README)
+
+
+@dataclass(frozen=True)
+class WeightRecord:
+    """Everything known about one pretrained model."""
+
+    arch: str
+    tag: str
+    task: str
+    description: str
+    config: Mapping[str, Any] = field(default_factory=dict)
+    scale: int = 1
+    in_channels: int = 3
+    out_channels: int = 3
+    size_multiple: int = 1
+    dtypes: tuple[str, ...] = ("float32",)  # validated inference dtypes
+    params: int | None = None  # parameter count of the full network (checked by the tests)
+    hub: HubSource | None = None
+    bundled: BundledSource | None = None
+    upstream: UrlSource | None = None
+    license: str = "unknown"
+    origin: str = ""
+    paper: str = ""
+    metrics: tuple[Metric, ...] = ()
+    default: bool = False  # the tag an architecture name alone resolves to
+    notes: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "config", _freeze(self.config))
+        if self.task not in TASKS:
+            raise ValueError(f"{self.name}: task {self.task!r} is not one of {TASKS}")
+        bad = [d for d in self.dtypes if d not in DTYPES]
+        if bad or "float32" not in self.dtypes:
+            raise ValueError(f"{self.name}: dtypes must include float32 and come from {DTYPES}, got {self.dtypes}")
+        if self.hub and self.hub.revision is not None and not _HEX40.match(self.hub.revision):
+            raise ValueError(f"{self.name}: hub revision must be a 40-hex commit, got {self.hub.revision!r}")
+        for digest in (
+            self.hub and self.hub.sha256,
+            self.bundled and self.bundled.sha256,
+            self.upstream and self.upstream.sha256,
+        ):
+            if digest and not _HEX64.match(digest):
+                raise ValueError(f"{self.name}: sha256 must be 64 lowercase hex digits, got {digest!r}")
+        if self.upstream and self.upstream.git_blob_sha1 and not _HEX40.match(self.upstream.git_blob_sha1):
+            raise ValueError(f"{self.name}: git blob SHA-1 must be 40 hex digits")
+        if self.upstream and not (self.upstream.sha256 or self.upstream.git_blob_sha1):
+            raise ValueError(f"{self.name}: an upstream URL needs a pinned sha256 or git blob SHA-1")
+
+    @property
+    def name(self) -> str:
+        return f"{self.arch}.{self.tag}"
+
+    @property
+    def published(self) -> bool:
+        """True when at least one source can deliver verified weights."""
+        return bool(self.bundled or (self.hub and self.hub.published) or self.upstream)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "config":
+                value = dict(value)
+            elif f.name == "metrics":
+                value = [asdict(m) for m in value]
+            elif value is not None and hasattr(value, "__dataclass_fields__"):
+                value = asdict(value)
+            out[f.name] = value
+        out["name"] = self.name
+        out["published"] = self.published
+        return out
+
+
+_ARCHS: dict[str, ArchSpec] = {}
+_RECORDS: dict[str, WeightRecord] = {}
+_loaded = False
+
+
+def _ensure_loaded() -> None:
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        from . import archs  # noqa: F401  (registers every architecture)
+
+
+def register_arch(spec: ArchSpec) -> ArchSpec:
+    if spec.name in _ARCHS and _ARCHS[spec.name] is not spec:
+        raise ValueError(f"architecture {spec.name!r} is registered twice")
+    _ARCHS[spec.name] = spec
+    return spec
+
+
+def register_weights(*records: WeightRecord) -> None:
+    for rec in records:
+        if rec.arch not in _ARCHS:
+            raise ValueError(f"{rec.name}: register architecture {rec.arch!r} first")
+        if rec.name in _RECORDS:
+            raise ValueError(f"model {rec.name!r} is registered twice")
+        if rec.default and any(r.default for r in _RECORDS.values() if r.arch == rec.arch):
+            raise ValueError(f"{rec.name}: architecture {rec.arch!r} already has a default tag")
+        _RECORDS[rec.name] = rec
+
+
+def unregister(name: str) -> None:
+    """Remove a record or a whole architecture (tests use this to clean up)."""
+    _RECORDS.pop(name, None)
+    if name in _ARCHS:
+        del _ARCHS[name]
+        for key in [k for k, r in _RECORDS.items() if r.arch == name]:
+            del _RECORDS[key]
+
+
+@contextlib.contextmanager
+def temporary(spec: ArchSpec | None = None, *records: WeightRecord) -> Iterator[None]:
+    """Register an architecture and/or records for the duration of a ``with`` block."""
+    _ensure_loaded()
+    if spec is not None:
+        register_arch(spec)
+    register_weights(*records)
+    try:
+        yield
+    finally:
+        for rec in records:
+            unregister(rec.name)
+        if spec is not None:
+            unregister(spec.name)
+
+
+def _suggest(name: str, candidates: list[str]) -> str:
+    close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.5)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    return hint + " Run `restorekit list` (or restorekit.list_models()) to see every model."
+
+
+def get_arch(name: str) -> ArchSpec:
+    _ensure_loaded()
+    try:
+        return _ARCHS[name]
+    except KeyError:
+        raise UnknownModelError(f"Unknown architecture {name!r}." + _suggest(name, sorted(_ARCHS))) from None
+
+
+def get_record(name: str, task: str | None = None, *, scale: int | None = None) -> WeightRecord:
+    """Resolve ``arch.tag``, or an architecture name narrowed by ``task``/``scale``.
+
+    >>> get_record("msrn", scale=2).name
+    'msrn.sr_x2'
+    """
+    _ensure_loaded()
+    if name in _RECORDS:
+        rec = _RECORDS[name]
+        for what, want, have in (("task", task, rec.task), ("scale", scale, rec.scale)):
+            if want is not None and want != have:
+                raise UnknownModelError(
+                    f"Model {name!r} has {what} {have!r}, not {want!r}." + _suggest(name, sorted(_RECORDS))
+                )
+        return rec
+    if "." in name:
+        arch, _, tag = name.partition(".")
+        if arch in _ARCHS:
+            tags = sorted(r.name for r in _RECORDS.values() if r.arch == arch)
+            raise UnknownModelError(
+                f"Unknown tag {tag!r} for architecture {arch!r}; its models are: {', '.join(tags) or 'none'}."
+                + _suggest(name, tags)
+            )
+        raise UnknownModelError(f"Unknown model {name!r}." + _suggest(name, sorted(_RECORDS) + sorted(_ARCHS)))
+    if name not in _ARCHS:
+        raise UnknownModelError(f"Unknown model {name!r}." + _suggest(name, sorted(_ARCHS) + sorted(_RECORDS)))
+    cands = [r for r in _RECORDS.values() if r.arch == name]
+    if task is not None:
+        cands = [r for r in cands if r.task == task]
+    if scale is not None:
+        cands = [r for r in cands if r.scale == scale]
+    if not cands:
+        have = ", ".join(f"{r.name} (task={r.task}, scale={r.scale})" for r in _RECORDS.values() if r.arch == name)
+        raise UnknownModelError(
+            f"Architecture {name!r} has no model with task={task!r}, scale={scale!r}; it has: {have}."
+        )
+    if len(cands) == 1:
+        return cands[0]
+    defaults = [r for r in cands if r.default]
+    if defaults:
+        return defaults[0]
+    raise UnknownModelError(
+        f"{name!r} is ambiguous: {', '.join(r.name for r in cands)}. Name one, or narrow with task= or scale=."
+    )
+
+
+def list_archs() -> list[str]:
+    _ensure_loaded()
+    return sorted(_ARCHS)
+
+
+def list_models(task: str | None = None, arch: str | None = None, *, published: bool | None = None) -> list[str]:
+    """Names of registered models, optionally filtered by task, architecture or availability."""
+    _ensure_loaded()
+    if arch is not None:
+        get_arch(arch)  # raise with suggestions on a typo
+    if task is not None and task not in TASKS:
+        raise UnknownModelError(f"Unknown task {task!r}; tasks are: {', '.join(TASKS)}.")
+    out = []
+    for rec in _RECORDS.values():
+        if (
+            (task is None or rec.task == task)
+            and (arch is None or rec.arch == arch)
+            and (published is None or rec.published == published)
+        ):
+            out.append(rec.name)
+    return sorted(out)
+
+
+def model_info(name: str, task: str | None = None, *, scale: int | None = None, as_dict: bool = False) -> Any:
+    """Print (and return) everything known about a model: sources, digests, license, metrics."""
+    rec = get_record(name, task, scale=scale)
+    info = rec.to_dict()
+    spec = get_arch(rec.arch)
+    info["arch_paper"] = spec.paper
+    info["value_range"] = spec.value_range
+    info["receptive_field"] = spec.receptive_field
+    if as_dict:
+        return info
+    text = format_info(info)
+    print(text)
+    return info
+
+
+def format_info(info: Mapping[str, Any]) -> str:
+    lines = [f"{info['name']}: {info['description']}"]
+    order = [
+        "task",
+        "scale",
+        "in_channels",
+        "out_channels",
+        "size_multiple",
+        "dtypes",
+        "params",
+        "license",
+        "paper",
+        "origin",
+        "published",
+        "config",
+        "hub",
+        "bundled",
+        "upstream",
+        "metrics",
+        "notes",
+    ]
+    for key in order:
+        value = info.get(key)
+        if value in (None, "", (), [], {}):
+            continue
+        if isinstance(value, (dict, list, tuple)):
+            value = json.dumps(value, default=str)
+        lines.append(f"  {key:<14} {value}")
+    return "\n".join(lines)
