@@ -1,0 +1,827 @@
+"""Pretrained weights: resolve a record to a verified local file, read and write our format, load a model.
+
+restorekit's weight files are safetensors whose metadata holds one key, ``"restorekit"``, with the JSON
+header ``{"format_version": 1, "arch": ..., "config": {...}, "name": "arch.tag" | null}``: a file alone
+is enough to rebuild its network. Our own files never go through pickle; foreign ``.pt``/``.pth``
+checkpoints are read with ``torch.load(weights_only=True)`` and converted once.
+
+:func:`resolve` tries, in order, each verified by digest before use: the file bundled in the package,
+the Hugging Face cache, a hub download, then the authors' upstream checkpoint (converted once and kept
+in ``cache_dir()/converted``). Environment variables are read at call time, never at import.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import logging
+import os
+import re
+import tempfile
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm as _tqdm
+
+from . import registry
+from .errors import ChecksumError, ConversionError, WeightsError, WeightsNotAvailableError
+from .registry import ArchSpec, HubSource, UrlSource, WeightRecord
+
+__all__ = [
+    "FORMAT_VERSION",
+    "cache_dir",
+    "hf_cache_dir",
+    "is_offline",
+    "sha256_file",
+    "git_blob_sha1_file",
+    "save_weights",
+    "read_weights",
+    "read_checkpoint",
+    "resolve",
+    "load_model",
+    "build_model",
+    "convert",
+]
+
+FORMAT_VERSION = 1
+HEADER_KEY = "restorekit"
+# Module attribute (not a constant baked into functions) so tests can point it at a temporary folder.
+BUNDLED_DIR = Path(__file__).parent / "weights"
+
+_CHUNK = 1 << 20
+_TRUE = {"1", "true", "yes", "on"}
+# Checkpoint wrappers used by training frameworks; params_ema before params (BasicSR keeps the EMA copy there).
+_WRAPPER_KEYS = ("state_dict", "params_ema", "params", "model", "net", "generator")
+_PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".bin", ".ckpt")
+
+logger = logging.getLogger("restorekit")
+
+
+# --------------------------------------------------------------------------------------------------- locations
+
+
+def _env(name: str) -> str | None:
+    value = os.environ.get(name)
+    return value if value else None  # an empty variable counts as unset
+
+
+def cache_dir() -> Path:
+    """restorekit's cache: ``$RESTOREKIT_CACHE``, else ``$XDG_CACHE_HOME/restorekit``, else ``~/.cache/restorekit``."""
+    if (explicit := _env("RESTOREKIT_CACHE")) is not None:
+        return Path(explicit).expanduser()
+    if (xdg := _env("XDG_CACHE_HOME")) is not None:
+        return Path(xdg).expanduser() / "restorekit"
+    return Path.home() / ".cache" / "restorekit"
+
+
+def hf_cache_dir() -> Path | None:
+    """The Hugging Face hub cache: ``$HF_HUB_CACHE``, else ``$HF_HOME/hub``, else None (huggingface_hub's default)."""
+    if (hub_cache := _env("HF_HUB_CACHE")) is not None:
+        return Path(hub_cache).expanduser()
+    if (hf_home := _env("HF_HOME")) is not None:
+        return Path(hf_home).expanduser() / "hub"
+    return None
+
+
+def is_offline() -> bool:
+    """True when ``RESTOREKIT_OFFLINE`` or ``HF_HUB_OFFLINE`` is set to 1/true/yes/on."""
+    flags = (os.environ.get(name) or "" for name in ("RESTOREKIT_OFFLINE", "HF_HUB_OFFLINE"))
+    return any(flag.strip().lower() in _TRUE for flag in flags)
+
+
+def _hf_endpoint() -> str | None:
+    endpoint = _env("HF_ENDPOINT")
+    return endpoint.rstrip("/") if endpoint else None
+
+
+# --------------------------------------------------------------------------------------------------- digests
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a file, streamed."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def git_blob_sha1_file(path: str | os.PathLike[str]) -> str:
+    """The git blob id of a file, ``sha1(b"blob <size>\\0" + bytes)``, streamed."""
+    digest = hashlib.sha1()
+    digest.update(b"blob %d\0" % os.path.getsize(path))
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# (real path, size, mtime_ns) -> sha256: a file verified once in this process is not hashed again.
+_SHA256_MEMO: dict[tuple[str, int, int], str] = {}
+_MEMO_LOCK = threading.Lock()
+
+
+def _memo_key(path: Path) -> tuple[str, int, int]:
+    real = os.path.realpath(path)
+    st = os.stat(real)
+    return real, st.st_size, st.st_mtime_ns
+
+
+def _sha256_memo(path: Path) -> str:
+    key = _memo_key(path)
+    with _MEMO_LOCK:
+        known = _SHA256_MEMO.get(key)
+    if known is not None:
+        return known
+    digest = sha256_file(key[0])
+    with _MEMO_LOCK:
+        _SHA256_MEMO[key] = digest
+    return digest
+
+
+def _forget(path: Path) -> None:
+    real = os.path.realpath(path)
+    with _MEMO_LOCK:
+        for key in [k for k in _SHA256_MEMO if k[0] == real]:
+            del _SHA256_MEMO[key]
+
+
+# --------------------------------------------------------------------------------------------------- file format
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _header_json(arch: str, config: Mapping[str, Any], name: str | None) -> str:
+    header = {"format_version": FORMAT_VERSION, "arch": arch, "config": dict(config), "name": name}
+    try:
+        # Sorted, compact JSON: the same weights and config must give byte-identical files.
+        return json.dumps(header, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise WeightsError(f"config for {arch!r} is not JSON-serialisable: {exc}") from exc
+
+
+def save_weights(
+    path: str | os.PathLike[str],
+    state_dict: Mapping[str, torch.Tensor],
+    *,
+    arch: str,
+    config: Mapping[str, Any],
+    name: str | None = None,
+) -> str:
+    """Write ``state_dict`` as a restorekit safetensors file (atomically) and return its sha256."""
+    from safetensors.torch import save
+
+    tensors: dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        if not isinstance(value, torch.Tensor):
+            raise WeightsError(f"state dict entry {key!r} is a {type(value).__name__}, not a tensor")
+        # A fresh contiguous copy of every tensor: safetensors refuses views and tensors sharing storage
+        # (tied weights), and a copy is what makes the bytes independent of how the tensors were made.
+        tensors[key] = value.detach().to("cpu").clone().contiguous()
+    data = save(tensors, metadata={HEADER_KEY: _header_json(arch, config, name)})
+    _atomic_write(Path(path), data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def _safetensors_metadata(path: Path) -> dict[str, str] | None:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return f.metadata()
+
+
+def _parse_header(path: Path, metadata: Mapping[str, str] | None) -> dict[str, Any]:
+    raw = (metadata or {}).get(HEADER_KEY)
+    if raw is None:
+        raise WeightsError(
+            f"{path} is a safetensors file but not a restorekit one (no {HEADER_KEY!r} metadata); "
+            "read it with read_checkpoint() or convert it with restorekit.weights.convert()"
+        )
+    try:
+        header = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise WeightsError(f"{path}: the {HEADER_KEY!r} metadata is not valid JSON ({exc})") from exc
+    if not isinstance(header, dict):
+        raise WeightsError(f"{path}: the {HEADER_KEY!r} metadata is not a JSON object")
+    version = header.get("format_version")
+    if not isinstance(version, int) or version < 1:
+        raise WeightsError(f"{path}: bad format_version {version!r}")
+    if version > FORMAT_VERSION:
+        raise WeightsError(
+            f"{path} uses restorekit weights format {version}; this restorekit reads up to "
+            f"{FORMAT_VERSION}. Upgrade restorekit (pip install -U restorekit)."
+        )
+    if not isinstance(header.get("arch"), str) or not isinstance(header.get("config"), dict):
+        raise WeightsError(f"{path}: the {HEADER_KEY!r} header needs a string 'arch' and an object 'config'")
+    if header.get("name") is not None and not isinstance(header["name"], str):
+        raise WeightsError(f"{path}: the header's 'name' must be a string or null")
+    return header
+
+
+def read_weights(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a restorekit safetensors file: ``(state_dict, header)``; WeightsError if it is not one."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file {path} does not exist")
+    try:
+        header = _parse_header(path, _safetensors_metadata(path))
+        state_dict = load_file(str(path), device="cpu")
+    except SafetensorError as exc:
+        raise WeightsError(
+            f"{path} is not a readable safetensors file ({exc}); it may be truncated or corrupt"
+        ) from exc
+    except OSError as exc:
+        raise WeightsError(f"could not read {path}: {exc}") from exc
+    return state_dict, header
+
+
+def _looks_like_safetensors(path: Path) -> bool:
+    # A safetensors file starts with an 8-byte little-endian header length and then the JSON header.
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:9] == b"{"
+
+
+def _torch_load(path: Path) -> Any:
+    import pickle
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        match = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n\n|$)", str(exc), re.S)
+        detail = " ".join(match.group(1).split()) if match else " ".join(str(exc).split())[:300]
+        raise ConversionError(
+            f"{path}: refused for safety. restorekit reads pickled checkpoints only with "
+            f"torch.load(weights_only=True), and this file needs more than tensors and plain containers "
+            f"({detail}). In a trusted environment, re-save just the state dict (torch.save(model.state_dict())) "
+            "or export it to safetensors."
+        ) from exc
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise ConversionError(f"{path}: not a readable PyTorch checkpoint ({exc})") from exc
+
+
+def _unwrap(obj: Any) -> Any:
+    # Training scripts nest the weights ({'state_dict': ...}, {'params_ema': ...}, {'model': {'net': ...}}).
+    while isinstance(obj, Mapping):
+        inner = next((obj[k] for k in _WRAPPER_KEYS if k in obj and isinstance(obj[k], Mapping)), None)
+        if inner is None:
+            return obj
+        obj = inner
+    return obj
+
+
+def read_checkpoint(path: str | os.PathLike[str], spec: ArchSpec, config: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """Read any checkpoint (ours, bare safetensors, or a weights-only pickle) as a state dict for ``spec``."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConversionError(f"checkpoint {path} does not exist")
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors" or (suffix not in _PICKLE_SUFFIXES and _looks_like_safetensors(path)):
+        try:
+            obj: Any = load_file(str(path), device="cpu")
+        except SafetensorError as exc:
+            raise ConversionError(f"{path} is not a readable safetensors file ({exc})") from exc
+    else:
+        obj = _torch_load(path)
+    obj = _unwrap(obj)
+    if not isinstance(obj, Mapping):
+        raise ConversionError(f"{path} holds a {type(obj).__name__}, not a state dict")
+    state_dict = {
+        (k[len("module.") :] if isinstance(k, str) and k.startswith("module.") else k): v for k, v in obj.items()
+    }
+    if spec.filter_checkpoint is not None:
+        state_dict = dict(spec.filter_checkpoint(state_dict, {**spec.default_config, **config}))
+    bad = [
+        f"{k} ({type(v).__name__})"
+        for k, v in state_dict.items()
+        if not isinstance(k, str) or not isinstance(v, torch.Tensor)
+    ]
+    if bad:
+        raise ConversionError(
+            f"{path}: after unwrapping, these entries are not tensors: {', '.join(bad[:5])}"
+            + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        )
+    if not state_dict:
+        raise ConversionError(f"{path} contains no tensors")
+    return state_dict
+
+
+# --------------------------------------------------------------------------------------------------- resolution
+
+
+def _reason(exc: BaseException) -> str:
+    """One line for an attempt's failure, with its explicit causes (huggingface_hub wraps the HTTP error)."""
+    parts = []
+    seen: BaseException | None = exc
+    while seen is not None and len(parts) < 3:
+        text = " ".join(str(seen).split())
+        if len(text) > 240:
+            text = text[:237] + "..."
+        if not parts or text not in parts[-1]:  # httpx and huggingface_hub often repeat the same text
+            parts.append(f"{type(seen).__name__}: {text}" if text else type(seen).__name__)
+        seen = seen.__cause__
+    return parts[0] + "".join(f" (caused by {p})" for p in parts[1:])
+
+
+def _hub_label(hub: HubSource) -> str:
+    return f"{hub.repo_id}/{hub.filename}@{(hub.revision or '?')[:12]}"
+
+
+def _converted_path(record: WeightRecord) -> Path:
+    up = record.upstream
+    assert up is not None
+    pin = up.sha256 or up.git_blob_sha1 or ""
+    return cache_dir() / "converted" / f"{record.name}-{pin[:16]}.safetensors"
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _hub_repo_cache(hub: HubSource) -> Path:
+    root = hf_cache_dir()
+    if root is None:
+        from huggingface_hub import constants
+
+        root = Path(constants.HF_HUB_CACHE)
+    return root / ("models--" + hub.repo_id.replace("/", "--"))
+
+
+def _cache_locations(record: WeightRecord) -> list[str]:
+    out = []
+    if record.hub is not None and record.hub.published:
+        out.append(str(_hub_repo_cache(record.hub)))
+    if record.upstream is not None:
+        out.append(str(_converted_path(record)) + " (and its .sha256)")
+    return out
+
+
+class _SilentTqdm(_tqdm):
+    """A progress bar that never shows (handed to huggingface_hub for ``progress=False``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["disable"] = True
+        super().__init__(*args, **kwargs)
+
+
+def _hf_cached(hub: HubSource) -> Path | None:
+    """The snapshot entry of ``hub`` in the Hugging Face cache, or None; never touches the network."""
+    from huggingface_hub import try_to_load_from_cache
+
+    # Not hf_hub_download(local_files_only=True): in huggingface_hub 2.x that builds its user-agent header
+    # first, and the first time in a process this fetches a registry from the hub, so a cache hit would
+    # still make an HTTP request. try_to_load_from_cache only looks at the files.
+    found = try_to_load_from_cache(hub.repo_id, hub.filename, cache_dir=hf_cache_dir(), revision=hub.revision)
+    return Path(found) if isinstance(found, str) else None  # a str path, None, or the "known absent" marker
+
+
+def _hf_download(hub: HubSource, *, progress: bool) -> Path:
+    from huggingface_hub import hf_hub_download
+
+    from ._version import __version__
+
+    # huggingface_hub reads HF_ENDPOINT / HF_HUB_CACHE only when it is imported: pass them explicitly.
+    kwargs: dict[str, Any] = {
+        "revision": hub.revision,
+        "cache_dir": hf_cache_dir(),
+        "endpoint": _hf_endpoint(),
+        "library_name": "restorekit",
+        "library_version": __version__,
+    }
+    if progress:
+        return Path(hf_hub_download(hub.repo_id, hub.filename, **kwargs))
+    if "tqdm_class" in inspect.signature(hf_hub_download).parameters:
+        return Path(hf_hub_download(hub.repo_id, hub.filename, tqdm_class=_SilentTqdm, **kwargs))
+    # Older huggingface_hub: no tqdm_class; switch its bars off globally for this call only.
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    was_disabled = are_progress_bars_disabled()
+    disable_progress_bars()
+    try:
+        return Path(hf_hub_download(hub.repo_id, hub.filename, **kwargs))
+    finally:
+        if not was_disabled:
+            enable_progress_bars()
+
+
+def _purge_hub_copy(pointer: Path) -> None:
+    """Delete a cached hub file: the blob it points to and the snapshot entry, so nothing poisoned remains."""
+    real = Path(os.path.realpath(pointer))
+    _forget(pointer)
+    for p in (pointer, real):
+        try:
+            p.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:  # keep going: the other entry may still be removable
+            logger.warning("could not delete %s: %s", p, exc)
+
+
+def _hub_digest_problem(path: Path, hub: HubSource) -> tuple[str, str] | None:
+    """None when ``path`` matches the record's pins, else (expected, actual) for the first mismatch."""
+    if hub.size is not None:
+        size = os.path.getsize(path)
+        if size != hub.size:
+            return f"{hub.size} bytes", f"{size} bytes"
+    actual = _sha256_memo(path)
+    return None if actual == hub.sha256 else (f"sha256 {hub.sha256}", f"sha256 {actual}")
+
+
+def _resolve_bundled(record: WeightRecord, attempts: list[str]) -> Path | None:
+    bundled = record.bundled
+    assert bundled is not None
+    path = BUNDLED_DIR / bundled.filename
+    if not path.is_file():
+        attempts.append(f"bundled {path}: missing (a broken install? reinstall restorekit)")
+        return None
+    actual = _sha256_memo(path)
+    if actual != bundled.sha256:
+        raise ChecksumError(
+            f"the weights bundled with restorekit for {record.name} ({path}) are damaged: expected sha256 "
+            f"{bundled.sha256}, got {actual}. Reinstall restorekit (pip install --force-reinstall restorekit)."
+        )
+    logger.info("%s: using bundled weights %s", record.name, path)
+    return path
+
+
+def _resolve_hub_cache(record: WeightRecord, hub: HubSource, attempts: list[str]) -> Path | None:
+    try:
+        path = _hf_cached(hub)
+    except (OSError, ValueError) as exc:  # an unreadable cache folder: as good as no cache
+        logger.debug("%s: hub cache unreadable (%s)", record.name, _reason(exc))
+        return None
+    if path is None:
+        logger.debug("%s: not in the hub cache", record.name)
+        return None
+    problem = _hub_digest_problem(path, hub)
+    if problem is None:
+        logger.info("%s: using hub cache %s", record.name, path)
+        return path
+    # A damaged cache entry (disk error, interrupted copy) is not the server's fault: drop it and re-fetch.
+    logger.warning("%s: cached %s failed verification (expected %s, got %s); deleted it", record.name, path, *problem)
+    _purge_hub_copy(path)
+    attempts.append(f"hub cache {path}: failed verification (expected {problem[0]}, got {problem[1]}); deleted")
+    return None
+
+
+def _resolve_hub_download(record: WeightRecord, hub: HubSource, attempts: list[str], progress: bool) -> Path | None:
+    endpoint = _hf_endpoint() or "the default hub endpoint"
+    label = _hub_label(hub)
+    logger.info("%s: downloading %s from %s", record.name, label, endpoint)
+    try:
+        path = _hf_download(hub, progress=progress)
+    except Exception as exc:  # 5xx, 404, connection refused, truncated body...: record it, try the next source
+        logger.info("%s: hub download failed: %s", record.name, _reason(exc))
+        attempts.append(f"hub {label} ({endpoint}): {_reason(exc)}")
+        return None
+    problem = _hub_digest_problem(path, hub)
+    if problem is not None:
+        _purge_hub_copy(path)
+        raise ChecksumError(
+            f"{hub.repo_id}/{hub.filename} (revision {hub.revision}) downloaded from {endpoint} does not match "
+            f"the digest pinned for {record.name}: expected {problem[0]}, got {problem[1]}. The download was "
+            "deleted from the cache. Retry later; if it persists, report it (the file or a mirror is wrong)."
+        )
+    logger.info("%s: downloaded and verified %s", record.name, path)
+    return path
+
+
+def _resolve_converted_cache(record: WeightRecord, attempts: list[str]) -> Path | None:
+    path = _converted_path(record)
+    sidecar = _sidecar(path)
+    if not path.is_file():
+        return None
+    try:
+        expected = sidecar.read_text().split()[0].strip().lower()
+    except (OSError, IndexError):
+        expected = None
+    actual = _sha256_memo(path)
+    if expected is not None and actual == expected:
+        logger.info("%s: using converted upstream weights %s", record.name, path)
+        return path
+    logger.warning(
+        "%s: converted file %s failed verification against %s; deleting and re-fetching",
+        record.name,
+        path,
+        sidecar.name,
+    )
+    _forget(path)
+    path.unlink(missing_ok=True)
+    sidecar.unlink(missing_ok=True)
+    attempts.append(f"converted cache {path}: failed verification against its .sha256; deleted")
+    return None
+
+
+def _download_suffix(up: UrlSource) -> str:
+    from urllib.parse import urlsplit
+
+    suffix = Path(urlsplit(up.url).path).suffix.lower()
+    if suffix in _PICKLE_SUFFIXES or suffix == ".safetensors":
+        return suffix
+    return ".safetensors" if up.format == "safetensors" else ".pt"
+
+
+def _fetch_url(up: UrlSource, dest: Path, progress: bool, desc: str) -> None:
+    """Stream ``up.url`` into ``dest``; raise on HTTP errors or a body shorter than its Content-Length."""
+    import requests
+
+    from ._version import __version__
+
+    # identity: a compressed body would make Content-Length useless for spotting truncation.
+    headers = {"Accept-Encoding": "identity", "User-Agent": f"restorekit/{__version__}"}
+    with requests.get(up.url, stream=True, timeout=(10, 60), headers=headers) as response:
+        response.raise_for_status()
+        length = response.headers.get("Content-Length")
+        encoded = response.headers.get("Content-Encoding", "identity").lower() != "identity"
+        total = int(length) if length and length.isdigit() and not encoded else None
+        received = 0
+        with (
+            open(dest, "wb") as f,
+            _tqdm(
+                total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc, disable=not progress, leave=False
+            ) as bar,
+        ):
+            for chunk in response.iter_content(chunk_size=_CHUNK):
+                f.write(chunk)
+                received += len(chunk)
+                bar.update(len(chunk))
+    if total is not None and received != total:
+        raise WeightsError(f"truncated download: received {received} of {total} bytes")
+
+
+def _verify_upstream(path: Path, up: UrlSource, record: WeightRecord) -> None:
+    checks = []
+    if up.size is not None:
+        checks.append(("size", str(up.size), str(os.path.getsize(path))))
+    if up.git_blob_sha1:
+        checks.append(("git blob sha1", up.git_blob_sha1, git_blob_sha1_file(path)))
+    if up.sha256:
+        checks.append(("sha256", up.sha256, sha256_file(path)))
+    for kind, expected, actual in checks:
+        if expected.lower() != actual:
+            raise ChecksumError(
+                f"{up.url} (upstream checkpoint of {record.name}) does not match its pinned {kind}: expected "
+                f"{expected}, got {actual}. The download was deleted. If the authors replaced the file, the "
+                "record needs updating; otherwise retry later."
+            )
+
+
+def _resolve_upstream_download(record: WeightRecord, attempts: list[str], progress: bool) -> Path | None:
+    up = record.upstream
+    assert up is not None
+    spec = registry.get_arch(record.arch)
+    downloads = cache_dir() / "downloads"
+    downloads.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=downloads, prefix=f"{record.name}-", suffix=_download_suffix(up))
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        logger.info("%s: downloading upstream checkpoint %s", record.name, up.url)
+        try:
+            _fetch_url(up, tmp, progress, desc=record.name)
+        except Exception as exc:  # HTTP error, refused connection, truncated body: record it and give up on this source
+            logger.info("%s: upstream download failed: %s", record.name, _reason(exc))
+            attempts.append(f"upstream {up.url}: {_reason(exc)}")
+            return None
+        _verify_upstream(tmp, up, record)
+        config = {**spec.default_config, **record.config}
+        state_dict = read_checkpoint(tmp, spec, config)
+        out = _converted_path(record)
+        digest = save_weights(out, state_dict, arch=record.arch, config=config, name=record.name)
+        _atomic_write(_sidecar(out), f"{digest}  {out.name}\n".encode())
+        logger.info("%s: converted %s to %s", record.name, up.url, out)
+        return out
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _unpublished_message(record: WeightRecord) -> str:
+    notes = f" ({record.notes})" if record.notes else ""
+    return (
+        f"weights for {record.name} are not published yet{notes}; pass weights=PATH to use your own, "
+        "or pretrained=False for random init"
+    )
+
+
+def _not_available_message(record: WeightRecord, attempts: list[str], offline: bool) -> str:
+    where = ", ".join(_cache_locations(record)) or str(cache_dir())
+    tried = "".join(f"\n  - {a}" for a in attempts)
+    if offline:
+        return (
+            f"weights for {record.name} are not in the cache and downloads are disabled "
+            f"(HF_HUB_OFFLINE/RESTOREKIT_OFFLINE). On a machine with network run `restorekit download "
+            f"{record.name}` and copy {where}, or pass weights=PATH." + (f"\nTried:{tried}" if tried else "")
+        )
+    return (
+        f"could not get the weights for {record.name}; every source failed:{tried}\n"
+        f"Check the network (and HF_ENDPOINT if set) and retry, or run `restorekit download {record.name}` "
+        f"on a machine with network and copy {where}, or pass weights=PATH."
+    )
+
+
+def resolve(record: WeightRecord, *, progress: bool = True) -> Path:
+    """Return the path of a verified restorekit safetensors file for ``record``, fetching it if needed."""
+    if not record.published:
+        raise WeightsNotAvailableError(_unpublished_message(record))
+    attempts: list[str] = []
+    offline = is_offline()
+    if record.bundled is not None and (path := _resolve_bundled(record, attempts)) is not None:
+        return path
+    hub = record.hub if record.hub is not None and record.hub.published else None
+    if hub is not None:
+        if (path := _resolve_hub_cache(record, hub, attempts)) is not None:
+            return path
+        if not offline and (path := _resolve_hub_download(record, hub, attempts, progress)) is not None:
+            return path
+    if record.upstream is not None:
+        if (path := _resolve_converted_cache(record, attempts)) is not None:
+            return path
+        if not offline and (path := _resolve_upstream_download(record, attempts, progress)) is not None:
+            return path
+    raise WeightsNotAvailableError(_not_available_message(record, attempts, offline))
+
+
+# --------------------------------------------------------------------------------------------------- models
+
+
+def build_model(arch: str, config: Mapping[str, Any] | None = None) -> torch.nn.Module:
+    """Build an untrained network: ``spec.build(**{**spec.default_config, **config})``."""
+    spec = registry.get_arch(arch)
+    return spec.build(**{**spec.default_config, **(config or {})})
+
+
+def _few(keys: list[str], n: int = 5) -> str:
+    return ", ".join(keys[:n]) + (f" (+{len(keys) - n} more)" if len(keys) > n else "")
+
+
+def _load_state(
+    model: torch.nn.Module,
+    state_dict: Mapping[str, torch.Tensor],
+    source: str,
+    error: type[WeightsError] = WeightsError,
+) -> None:
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    shapes = [
+        f"{k} {tuple(state_dict[k].shape)} vs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)
+    ]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing keys: {_few(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys: {_few(unexpected)}")
+        if shapes:
+            parts.append(f"shape mismatches (file vs network): {_few(shapes)}")
+        raise error(f"weights from {source} do not fit the {type(model).__name__} network: " + "; ".join(parts))
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except RuntimeError as exc:
+        raise error(f"weights from {source} could not be loaded: {exc}") from exc
+
+
+def _read_user_weights(
+    path: Path, record: WeightRecord, spec: ArchSpec
+) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
+    """A local file passed as ``weights=``: ``(state_dict, header)``, header None for a foreign checkpoint."""
+    if not path.is_file():
+        raise WeightsError(f"weights file {path} does not exist")
+    if path.suffix.lower() == ".safetensors" or _looks_like_safetensors(path):
+        try:
+            metadata = _safetensors_metadata(path)
+        except Exception as exc:
+            raise WeightsError(f"{path} is not a readable safetensors file ({exc})") from exc
+        if metadata and HEADER_KEY in metadata:
+            state_dict, header = read_weights(path)
+            if header["arch"] != record.arch:
+                raise WeightsError(
+                    f"{path} holds weights for architecture {header['arch']!r}, but {record.name} is "
+                    f"a {record.arch!r} model; use restorekit.load_model({str(path)!r}) to build "
+                    "the network the file describes"
+                )
+            # The file's config builds the network (a smaller or fine-tuned variant is fine), but it must not
+            # contradict what callers rely on from the record: its scale.
+            if spec.config_for_scale is not None:
+                full = {**spec.default_config, **header["config"]}
+                wrong = {k: full.get(k) for k, v in spec.config_for_scale(record.scale).items() if full.get(k) != v}
+                if wrong:
+                    raise WeightsError(
+                        f"{path} was saved for {wrong}, but {record.name} is a x{record.scale} model; "
+                        f"pick the matching model or use restorekit.load_model({str(path)!r})"
+                    )
+            return state_dict, header
+    return read_checkpoint(path, spec, record.config), None
+
+
+def _load_file_model(path: Path, device: torch.device) -> torch.nn.Module:
+    state_dict, header = read_weights(path)
+    model = build_model(header["arch"], header["config"])
+    _load_state(model, state_dict, str(path))
+    return model.to(device).eval()
+
+
+def load_model(
+    name: str | os.PathLike[str],
+    task: str | None = None,
+    *,
+    scale: int | None = None,
+    weights: str | os.PathLike[str] | None = None,
+    pretrained: bool = True,
+    device: str | torch.device = "cpu",
+) -> torch.nn.Module:
+    """Build a registered model (or the one a restorekit ``.safetensors`` file describes) in eval mode.
+
+    ``weights=PATH`` loads a local file instead of the published weights (ours or a foreign checkpoint);
+    ``pretrained=False`` leaves the network randomly initialised.
+    """
+    device = torch.device(device)
+    if isinstance(name, os.PathLike) or str(name).lower().endswith(".safetensors"):
+        if weights is not None:
+            raise ValueError("pass a weights file either as the model name or as weights=, not both")
+        path = Path(name)
+        if not path.is_file():
+            raise WeightsError(f"weights file {path} does not exist")
+        return _load_file_model(path, device)
+    if weights is not None and not pretrained:
+        raise ValueError("weights= and pretrained=False contradict each other; pass one of them")
+    record = registry.get_record(name, task, scale=scale)
+    spec = registry.get_arch(record.arch)
+    config: Mapping[str, Any] = record.config
+    state_dict: dict[str, torch.Tensor] | None = None
+    if weights is not None:
+        source = str(weights)
+        state_dict, header = _read_user_weights(Path(weights), record, spec)
+        if header is not None:
+            config = header["config"]
+    elif pretrained:
+        path = resolve(record)
+        source = f"{record.name} ({path})"
+        state_dict, header = read_weights(path)
+        if header["arch"] != record.arch:
+            raise WeightsError(f"{path} holds weights for {header['arch']!r}, not {record.arch!r} ({record.name})")
+    model = build_model(record.arch, config)
+    if state_dict is not None:
+        _load_state(model, state_dict, source)
+    return model.to(device).eval()
+
+
+def convert(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    *,
+    model: str | None = None,
+    arch: str | None = None,
+    config: Mapping[str, Any] | None = None,
+) -> Path:
+    """Convert a local authors' checkpoint to a restorekit safetensors file; returns the written path.
+
+    With ``model=`` the architecture and config come from that record (``config`` overrides keys);
+    otherwise pass ``arch=`` and, if it differs from the defaults, ``config=``.
+    """
+    name: str | None = None
+    if model is not None:
+        record = registry.get_record(model)
+        if arch is not None and arch != record.arch:
+            raise ValueError(f"{model} is a {record.arch!r} model, not {arch!r}")
+        arch, name = record.arch, record.name
+        cfg = {**record.config, **(config or {})}
+    elif arch is not None:
+        cfg = dict(config or {})
+    else:
+        raise ValueError("pass model='arch.tag' or arch='name' to say what the checkpoint is")
+    spec = registry.get_arch(arch)
+    full = {**spec.default_config, **cfg}
+    state_dict = read_checkpoint(src, spec, full)
+    # Fail now, not at the first load: the converted weights must fit the network exactly.
+    _load_state(build_model(arch, full), state_dict, str(src), error=ConversionError)
+    out = Path(dst)
+    if out.is_dir():
+        out = out / f"{name or arch}.safetensors"
+    save_weights(out, state_dict, arch=arch, config=full, name=name)
+    return out
