@@ -1,0 +1,367 @@
+"""The predictor: any input kind in, the same kind out, any size, on any device.
+
+The inference contract lives here and only here: read and normalise the input, match the
+model's channels (a grey model runs on the Y of a colour image, a colour model on a grey image
+repeated to RGB), pad to the size multiple, run whole or in tiles, pick the final output,
+crop, clamp, and put alpha, bit depth and layout back as they came.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import image as rkimage
+from .errors import InputError, RestorekitError
+from .registry import ArchSpec, WeightRecord, get_arch, get_record
+from .tiling import TilePlan, auto_tile_size, free_memory, is_oom, run_tiled
+
+__all__ = ["Restorer", "pick_device", "pick_dtype"]
+
+log = logging.getLogger("restorekit")
+
+_DTYPES = {
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "fp32": torch.float32,
+    "fp16": torch.float16,
+    "bf16": torch.bfloat16,
+    "half": torch.float16,
+}
+_BLEND = 16  # pixels of smooth cross-fade between tiles, beyond the receptive-field margin
+_UNBOUNDED_MARGIN = 32  # margin for networks with a global receptive field (seams are blended, not exact)
+
+
+def pick_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` picks cuda, then mps, then cpu; anything else is passed to ``torch.device``."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError as err:
+        raise InputError(f"Unknown device {device!r}: use 'auto', 'cpu', 'cuda', 'cuda:1' or 'mps'.") from err
+
+
+def pick_dtype(dtype: str | torch.dtype, device: torch.device, record: WeightRecord) -> torch.dtype:
+    """Half precision only on an accelerator, and only where the record lists it as validated."""
+    if dtype == "auto":
+        if device.type in ("cuda", "mps"):
+            if "float16" in record.dtypes:
+                return torch.float16
+            if "bfloat16" in record.dtypes and device.type == "cuda" and torch.cuda.is_bf16_supported():
+                return torch.bfloat16
+        return torch.float32
+    want = dtype if isinstance(dtype, torch.dtype) else _DTYPES.get(str(dtype))
+    if want is None:
+        raise InputError(f"Unknown dtype {dtype!r}: use 'auto', 'float32', 'float16' or 'bfloat16'.")
+    name = str(want).removeprefix("torch.")
+    if name not in record.dtypes:
+        raise InputError(
+            f"{record.name} is validated only for {', '.join(record.dtypes)}, not {name}; "
+            "use dtype='auto' or 'float32'."
+        )
+    return want
+
+
+class Restorer:
+    """Restore images with a pretrained model.
+
+    >>> r = Restorer("msrn.sr_x2", pretrained=False, device="cpu")
+    >>> r.run(np.zeros((8, 8, 3), np.uint8)).shape
+    (16, 16, 3)
+
+    ``run`` accepts a path, a PIL image, a numpy array (HW or HWC; uint8, uint16 or float in
+    [0, 1]), a torch tensor (CHW or NCHW float in [0, 1]) or a list of them, and returns the same
+    kind (a path input returns the written path when ``output=`` is given, else a numpy array).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        task: str | None = None,
+        *,
+        scale: int | None = None,
+        weights: str | os.PathLike | None = None,
+        device: str | torch.device = "auto",
+        dtype: str | torch.dtype = "auto",
+        tile: int | str | None = "auto",
+        pretrained: bool = True,
+        progress: bool = False,
+    ) -> None:
+        from .weights import load_model
+
+        self.record: WeightRecord = get_record(name, task, scale=scale)
+        self.spec: ArchSpec = get_arch(self.record.arch)
+        self.device = pick_device(device)
+        self.dtype = pick_dtype(dtype, self.device, self.record)
+        if not (tile in ("auto", None) or (isinstance(tile, int) and tile >= 0)):
+            raise InputError(f"tile must be 'auto', None/0 (whole image) or a positive size, not {tile!r}")
+        self.tile = tile
+        self.progress = progress
+        self.model = load_model(self.record.name, weights=weights, pretrained=pretrained, device=self.device)
+        self._half: torch.nn.Module | None = None
+        if self.dtype != torch.float32:
+            self._half = copy.deepcopy(self.model).to(self.dtype)
+        margin = self.spec.receptive_field if self.spec.receptive_field is not None else _UNBOUNDED_MARGIN
+        m = self.record.size_multiple
+        self.margin = -(-margin // m) * m
+        self.overlap = 2 * self.margin + -(-_BLEND // m) * m
+        self.last_tile: int | None = None  # tile size used by the last run (None: whole image)
+
+    def __repr__(self) -> str:
+        return (
+            f"Restorer({self.record.name!r}, device={str(self.device)!r}, dtype={str(self.dtype)[6:]!r}, "
+            f"tile={self.tile!r})"
+        )
+
+    # ------------------------------------------------------------------ public API
+    def run(self, x: Any, output: str | os.PathLike | None = None, *, overwrite: bool = True) -> Any:
+        """Restore ``x`` (see the class docstring); ``output=`` also writes the result.
+
+        For a list, ``output`` is a directory and each result is written under its input's
+        name (``0000.png``, ``0001.png``, ... for in-memory inputs).
+        """
+        if isinstance(x, (list, tuple)):
+            out_dir = Path(output) if output is not None else None
+            results = []
+            for i, item in enumerate(x):
+                target = None
+                if out_dir is not None:
+                    stem = Path(item).name if isinstance(item, (str, os.PathLike)) else f"{i:04d}.png"
+                    target = out_dir / stem
+                results.append(self.run(item, target, overwrite=overwrite))
+            return results
+        if isinstance(x, (str, os.PathLike)):
+            src = Path(x)
+            planar = rkimage.read_image(src)
+            result = self.restore_planar(planar)
+            if output is not None:
+                if Path(output).resolve() == src.resolve():
+                    raise InputError(
+                        f"Refusing to overwrite the input {src} with its own result; choose another output."
+                    )
+                return rkimage.write_image(output, result, overwrite=overwrite)
+            return rkimage.planar_to_numpy(result)
+        if isinstance(x, torch.Tensor):
+            result_t = self._run_tensor(x)
+            if output is not None:
+                self._write_tensor(result_t, output, overwrite)
+            return result_t
+        if isinstance(x, np.ndarray):
+            planar = rkimage.numpy_to_planar(x)
+            result = self.restore_planar(planar)
+            if output is not None:
+                rkimage.write_image(output, result, overwrite=overwrite)
+            return rkimage.planar_to_numpy(result)
+        try:
+            from PIL import Image
+        except ImportError:  # pragma: no cover - pillow is a dependency
+            Image = None  # type: ignore[assignment]
+        if Image is not None and isinstance(x, Image.Image):
+            planar = rkimage.pil_to_planar(x)
+            result = self.restore_planar(planar)
+            if output is not None:
+                rkimage.write_image(output, result, overwrite=overwrite)
+            return rkimage.planar_to_pil(result)
+        raise InputError(
+            f"Cannot restore an object of type {type(x).__name__}: pass a path, a PIL image, a numpy "
+            "array (HW/HWC), a torch tensor (CHW/NCHW float in [0, 1]) or a list of them."
+        )
+
+    __call__ = run
+
+    def restore_planar(self, planar: rkimage.Planar) -> rkimage.Planar:
+        """Restore one decoded image; the result keeps its alpha, bit depth and layout."""
+        color = planar.color
+        if color.ndim != 3 or color.shape[0] not in (1, 3) or color.shape[1] < 1 or color.shape[2] < 1:
+            raise InputError(f"expected a (1 or 3, H, W) image, got shape {tuple(color.shape)}")
+        bad = int((~torch.isfinite(color)).sum())
+        if bad:
+            raise InputError(f"the input has {bad} NaN or infinite values; restorekit needs finite pixels in [0, 1]")
+        color = color.clamp(0, 1)
+        restored = self._restore_channels(color.unsqueeze(0))[0]
+        alpha = planar.alpha
+        if alpha is not None and self.record.scale != 1:
+            alpha = _resize(alpha.unsqueeze(0), self.record.scale)[0].clamp(0, 1)
+        return rkimage.Planar(color=restored, alpha=alpha, bit_depth=planar.bit_depth, layout=planar.layout)
+
+    # ------------------------------------------------------------------ internals
+    def _restore_channels(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) in [0, 1], C = 1 or 3 -> restored, same C; matches the model's channels."""
+        cin, cout = self.record.in_channels, self.record.out_channels
+        c = x.shape[1]
+        if c == cin:
+            y = self._forward(x)
+            if y.shape[1] == c:
+                return y
+            if y.shape[1] == 3 and c == 1:
+                return rkimage.rgb_to_grey(y)
+            return y
+        if cin == 1 and c == 3:
+            # A grey model restores the luma; chroma is carried over (upsampled for SR).
+            ycc = rkimage.rgb_to_ycbcr(x)
+            y = self._forward(ycc[:, :1])
+            chroma = ycc[:, 1:]
+            if self.record.scale != 1:
+                chroma = _resize(chroma, self.record.scale)
+            return rkimage.ycbcr_to_rgb(torch.cat([y, chroma], 1)).clamp(0, 1)
+        if cin == 3 and c == 1:
+            y = self._forward(x.expand(-1, 3, -1, -1))
+            return rkimage.rgb_to_grey(y).clamp(0, 1) if cout == 3 else y
+        raise InputError(f"{self.record.name} takes {cin}-channel images; cannot adapt a {c}-channel input")
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Pad to the size multiple, run whole or tiled, crop, clamp. x: (N, C, H, W) float32 on the CPU."""
+        n, _, h, w = x.shape
+        s = self.record.scale
+        m = self.record.size_multiple
+        ph, pw = (-h) % m, (-w) % m
+        if ph or pw:
+            x = _pad(x, ph, pw)
+        x = x * self.spec.value_range if self.spec.value_range != 1 else x
+        tile = self._choose_tile(x.shape[-2], x.shape[-1])
+        outs = []
+        for i in range(n):
+            outs.append(self._run_with_retry(x[i : i + 1], tile))
+        y = torch.cat(outs, 0)
+        if self.spec.value_range != 1:
+            y = y / self.spec.value_range
+        return y[:, :, : h * s, : w * s].clamp_(0, 1)
+
+    def _choose_tile(self, h: int, w: int) -> int | None:
+        m = self.record.size_multiple
+        min_tile = 2 * self.overlap + m
+        if self.tile in (None, 0):
+            return None
+        if self.tile == "auto":
+            footprint = self.spec.footprint_for(self.record.config)
+            itemsize = torch.empty((), dtype=self.dtype).element_size()
+            budget = free_memory(self.device)
+            if footprint * h * w * itemsize / 4 <= 0.5 * budget:
+                return None
+            return auto_tile_size(footprint, budget, dtype_bytes=itemsize, multiple=m, min_tile=min_tile)
+        assert isinstance(self.tile, int)
+        tile = max(min_tile, -(-self.tile // m) * m)
+        return None if tile >= max(h, w) else tile
+
+    def _run_with_retry(self, x: torch.Tensor, tile: int | None) -> torch.Tensor:
+        m = self.record.size_multiple
+        min_tile = 2 * self.overlap + m
+        while True:
+            try:
+                if tile is None or tile >= max(x.shape[-2:]):
+                    self.last_tile = None
+                    return self._run_tile(x.to(self.device, non_blocking=True)).float().cpu()
+                self.last_tile = tile
+                return self._run_tiled(x, tile)
+            except Exception as err:  # noqa: BLE001 - only out-of-memory is retried, everything else re-raised
+                if not is_oom(err):
+                    raise
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                size = max(x.shape[-2:]) if tile is None else tile
+                smaller = max(min_tile, (size // 2) // m * m)
+                if smaller >= size:
+                    raise RestorekitError(
+                        f"out of memory on {self.device} even with {size}px tiles; free memory, pass a smaller "
+                        "tile=, or use device='cpu'"
+                    ) from err
+                warnings.warn(
+                    f"out of memory on {self.device} at {size}px; retrying with {smaller}px tiles",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                tile = smaller
+
+    def _run_tiled(self, x: torch.Tensor, tile: int) -> torch.Tensor:
+        plan = TilePlan(tile=tile, overlap=self.overlap, margin=self.margin)
+        bar = None
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(desc=self.record.name, unit="tile", leave=False)
+
+        def tick(done: int, total: int) -> None:
+            if bar is not None:
+                bar.total = total
+                bar.update(1)
+
+        try:
+            return run_tiled(
+                self._run_tile,
+                x,
+                plan,
+                scale=self.record.scale,
+                device=self.device,
+                multiple=self.record.size_multiple,
+                progress=tick,
+            )
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def _run_tile(self, x: torch.Tensor) -> torch.Tensor:
+        """One forward pass on the device; a non-finite half-precision result is redone in fp32."""
+        with torch.inference_mode():
+            if self._half is not None:
+                y = self._select(self._half(x.to(self.dtype)))
+                if bool(torch.isfinite(y).all()):
+                    return y.float()
+                log.warning(
+                    "%s: non-finite %s output on a tile; recomputing it in float32", self.record.name, self.dtype
+                )
+            return self._select(self.model(x.float()))
+
+    def _select(self, out: Any) -> torch.Tensor:
+        if self.spec.select_output is not None:
+            return self.spec.select_output(out)
+        return out
+
+    def _run_tensor(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.is_floating_point(x):
+            raise InputError(f"tensor inputs must be float in [0, 1], got {x.dtype}; divide by 255 (or 65535) first")
+        if x.ndim not in (3, 4) or x.shape[-3] not in (1, 3):
+            raise InputError(f"tensor inputs must be CHW or NCHW with 1 or 3 channels, got shape {tuple(x.shape)}")
+        batch = x if x.ndim == 4 else x.unsqueeze(0)
+        src = batch.detach().to("cpu", torch.float32)
+        bad = int((~torch.isfinite(src)).sum())
+        if bad:
+            raise InputError(f"the input has {bad} NaN or infinite values; restorekit needs finite pixels in [0, 1]")
+        y = self._restore_channels(src.clamp(0, 1))
+        y = y.to(device=x.device, dtype=x.dtype)
+        return y if x.ndim == 4 else y[0]
+
+    def _write_tensor(self, y: torch.Tensor, output: str | os.PathLike, overwrite: bool) -> None:
+        if y.ndim == 4 and y.shape[0] != 1:
+            raise InputError("output= with a batch of several images: pass a list of tensors with an output directory")
+        img = y[0] if y.ndim == 4 else y
+        rkimage.write_image(
+            output, rkimage.Planar(color=img.detach().float().cpu(), alpha=None, bit_depth=32), overwrite=overwrite
+        )
+
+
+def _pad(x: torch.Tensor, ph: int, pw: int) -> torch.Tensor:
+    """Pad bottom/right; reflect where the image is large enough, else replicate (a 1x1 image)."""
+    h, w = x.shape[-2:]
+    mode = "reflect" if ph < h and pw < w else "replicate"
+    return F.pad(x, (0, pw, 0, ph), mode=mode)
+
+
+def _resize(x: torch.Tensor, scale: int) -> torch.Tensor:
+    """Bicubic upsampling for carried-over chroma and alpha (MATLAB-compatible resize comes with the eval issue)."""
+    return F.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False)
