@@ -1,0 +1,141 @@
+"""The ``restorekit`` command. Argument parsing only: every action is a library call.
+
+restorekit run msrn.sr_x4 photos/ -o out/
+restorekit list --task sr
+restorekit info msrn.sr_x4
+restorekit download msrn.sr_x2 msrn.sr_x4
+restorekit convert MSRN_x4.pt msrn_x4.safetensors --model msrn.sr_x4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from ._version import __version__
+
+
+def _tile(value: str) -> int | str | None:
+    if value == "auto":
+        return "auto"
+    try:
+        n = int(value)
+    except ValueError:
+        msg = f"tile must be 'auto', 0 (whole image) or a size in pixels, not {value!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+    if n < 0:
+        raise argparse.ArgumentTypeError("tile must not be negative")
+    return n or None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="restorekit", description="Pretrained image restoration on any image size.")
+    p.add_argument("--version", action="version", version=f"restorekit {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    r = sub.add_parser("run", help="restore image files, folders or globs into a folder")
+    r.add_argument("model", help="arch.tag (e.g. msrn.sr_x4) or an architecture name")
+    r.add_argument("inputs", nargs="+", metavar="INPUT", help="files, folders (searched recursively) or globs")
+    r.add_argument("-o", "--output", required=True, metavar="DIR", help="folder for the results (created)")
+    r.add_argument("--task", help="narrow an architecture name to a task")
+    r.add_argument("--scale", type=int, help="narrow an architecture name to a scale")
+    r.add_argument("--weights", metavar="PATH", help="use this local weight file instead of the registered ones")
+    r.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
+    r.add_argument("--dtype", default="auto", help="auto, float32, float16, bfloat16")
+    r.add_argument("--tile", type=_tile, default="auto", help="auto, 0 for the whole image, or a tile size in px")
+    r.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    ls = sub.add_parser("list", help="list registered models")
+    ls.add_argument("--task")
+    ls.add_argument("--arch")
+    ls.add_argument("--published", action="store_true", help="only models whose weights can be fetched")
+
+    info = sub.add_parser("info", help="everything known about a model")
+    info.add_argument("name")
+    info.add_argument("--json", action="store_true", help="print JSON")
+
+    dl = sub.add_parser("download", help="fetch and verify weights now (for an air-gapped machine later)")
+    dl.add_argument("names", nargs="+", metavar="NAME")
+    dl.add_argument("--no-progress", action="store_true")
+
+    cv = sub.add_parser("convert", help="convert an authors' checkpoint to restorekit's safetensors")
+    cv.add_argument("src")
+    cv.add_argument("dst")
+    cv.add_argument("--model", help="the registered model it belongs to (gives arch and config)")
+    cv.add_argument("--arch", help="architecture, when no registered model fits")
+    cv.add_argument("--config", type=json.loads, default=None, help="JSON config for --arch")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .errors import RestorekitError
+
+    try:
+        return _dispatch(args)
+    except RestorekitError as err:
+        print(f"restorekit: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("restorekit: interrupted; finished outputs are kept, run again to resume", file=sys.stderr)
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "run":
+        from .batch import run_batch
+        from .restorer import Restorer
+
+        restorer = Restorer(
+            args.model,
+            args.task,
+            scale=args.scale,
+            weights=args.weights,
+            device=args.device,
+            dtype=args.dtype,
+            tile=args.tile,
+        )
+        report = run_batch(restorer, args.inputs, args.output, overwrite=args.overwrite, progress=not args.no_progress)
+        for src, reason in report.failed:
+            print(f"restorekit: failed: {src}: {reason}", file=sys.stderr)
+        print(report.summary())
+        return 0 if report.ok else 1
+    if args.command == "list":
+        from .registry import get_record, list_models
+
+        names = list_models(task=args.task, arch=args.arch, published=True if args.published else None)
+        for name in names:
+            rec = get_record(name)
+            state = "" if rec.published else "  (weights not published yet)"
+            print(f"{name:<24} {rec.task:<10} x{rec.scale}  {rec.description}{state}")
+        return 0
+    if args.command == "info":
+        from .registry import format_info, model_info
+
+        data = model_info(args.name, as_dict=True)
+        print(json.dumps(data, indent=2, default=str) if args.json else format_info(data))
+        return 0
+    if args.command == "download":
+        from .registry import get_record
+        from .weights import resolve
+
+        for name in args.names:
+            path = resolve(get_record(name), progress=not args.no_progress)
+            print(f"{get_record(name).name}: {path}")
+        return 0
+    if args.command == "convert":
+        from .weights import convert
+
+        if not (args.model or args.arch):
+            raise SystemExit("restorekit convert: give --model NAME or --arch ARCH")
+        path = convert(args.src, args.dst, model=args.model, arch=args.arch, config=args.config)
+        print(path)
+        return 0
+    raise AssertionError(args.command)  # argparse enforces the choices
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
