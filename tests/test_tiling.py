@@ -17,11 +17,20 @@ def test_plan_axis_covers_with_overlap(length, tile, overlap, multiple):
     for (a0, a1), (b0, _b1) in zip(spans, spans[1:]):
         assert a1 - b0 >= overlap, "neighbours must overlap by at least `overlap`"
         assert b0 % multiple == 0 and b0 > a0
-    assert all(b - a == min(tile, length) for a, b in spans)
+    sizes = {b - a for a, b in spans}
+    assert len(sizes) == 1 and sizes.pop() <= min(tile, length), "equal tiles, never above the requested size"
+    assert len(spans) == (1 if length <= tile else math.ceil((length - tile) / (tile - overlap)) + 1)
+
+
+def test_plan_axis_shrinks_tiles_to_what_the_count_needs():
+    # 2000 px in 1024 px tiles needs 3 tiles; each only has to be (2000 + 2 * 88) / 3 px wide.
+    spans = plan_axis(2000, 1024, 88)
+    assert len(spans) == 3 and spans[0][1] - spans[0][0] == 726
 
 
 def test_windows_partition_and_zero_margin():
     spans = plan_axis(224, 64, 24)  # 224 = 64 + 4 * 40: every overlap is exactly 24
+    assert [b - a for a, b in spans] == [64] * 5
     wins, total = axis_windows(spans, margin=6, ramp=12, length=224)
     assert bool((total > 0).all())
     for (a, b), w in zip(spans, wins):
@@ -90,7 +99,7 @@ def test_only_tiles_travel_to_the_device():
 
     x = torch.rand(1, 3, 100, 100)
     out = run_tiled(fn, x, TilePlan(tile=40, overlap=12, margin=2))
-    assert max(s[-1] for s in seen) == 40 and max(s[-2] for s in seen) == 40
+    assert max(s[-1] for s in seen) <= 40 and max(s[-2] for s in seen) <= 40 and len(seen) == 16
     assert torch.allclose(out, x * 2, atol=1e-6)
 
 
