@@ -91,3 +91,22 @@ def test_receptive_field_claim_holds(arch):
     nz = x.grad.abs().sum(dim=(0, 1)).nonzero()
     radius = int((nz - size // 2).abs().max())
     assert r - 1 <= radius <= r, f"{arch}: gradient reaches {radius} px, record says {r}"
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_restorer_pads_and_crops_any_size(name):
+    # The Restorer's contract on each registered model at tiny size: odd sizes in, exact scale x size out.
+    import dataclasses
+
+    from restorekit import registry
+    from restorekit.restorer import Restorer
+
+    rec = get_record(name)
+    spec = get_arch(rec.arch)
+    tiny = dataclasses.replace(rec, tag=rec.tag + "_tinytest", default=False, config={**rec.config, **spec.tiny_config})
+    with registry.temporary(None, tiny):
+        r = Restorer(tiny.name, pretrained=False, device="cpu")
+        for h, w in [(1, 1), (7, 13), (rec.size_multiple + 1, 2 * rec.size_multiple - 1)]:
+            out = r.run(torch.rand(rec.in_channels, h, w))
+            assert out.shape == (rec.out_channels, h * rec.scale, w * rec.scale)
+            assert float(out.min()) >= 0 and float(out.max()) <= 1
