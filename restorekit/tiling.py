@@ -81,7 +81,8 @@ def axis_windows(
 
 def is_oom(err: BaseException) -> bool:
     """True for out-of-memory on any device (CUDA raises OutOfMemoryError, CPU/MPS a RuntimeError)."""
-    if isinstance(err, torch.OutOfMemoryError):
+    # torch.OutOfMemoryError is the newer name; torch.cuda.OutOfMemoryError exists in every torch we support.
+    if isinstance(err, getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)):
         return True
     msg = str(err)
     return isinstance(err, RuntimeError) and (
@@ -95,7 +96,10 @@ def free_memory(device: torch.device) -> int:
         free, _ = torch.cuda.mem_get_info(device)
         return int(free)
     if device.type == "mps":
-        return int(torch.mps.recommended_max_memory() - torch.mps.current_allocated_memory())
+        limit = getattr(torch.mps, "recommended_max_memory", None)  # torch >= 2.3
+        if limit is not None:
+            return int(limit() - torch.mps.current_allocated_memory())
+        return _available_ram()  # unified memory: the system's free RAM is the bound
     return _available_ram()
 
 
