@@ -107,8 +107,8 @@ def run_batch(
         try:
             restorer.run(src, target, overwrite=True)
         except (RestorekitError, OSError, ValueError) as err:
-            report.failed.append((str(src), str(err)))
-            tqdm.write(f"failed: {src}: {err}", file=sys.stderr)
+            report.failed.append((str(src), str(err)))  # the caller reports these; the library prints nothing
+            bar.set_postfix(failed=len(report.failed))
             continue
         report.written.append(target)
     bar.close()

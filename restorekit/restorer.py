@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from . import image as rkimage
 from .errors import InputError, RestorekitError
@@ -121,6 +122,7 @@ class Restorer:
         m = self.record.size_multiple
         self.margin = -(-margin // m) * m
         self.overlap = 2 * self.margin + -(-_BLEND // m) * m
+        self.min_tile = 2 * self.overlap + m  # smaller tiles would be mostly overlap
         self.last_tile: int | None = None  # tile size used by the last run (None: whole image)
 
     def __repr__(self) -> str:
@@ -162,22 +164,12 @@ class Restorer:
             if output is not None:
                 self._write_tensor(result_t, output, overwrite)
             return result_t
-        if isinstance(x, np.ndarray):
-            planar = rkimage.numpy_to_planar(x)
-            result = self.restore_planar(planar)
-            if output is not None:
-                rkimage.write_image(output, result, overwrite=overwrite)
-            return rkimage.planar_to_numpy(result)
-        try:
-            from PIL import Image
-        except ImportError:  # pragma: no cover - pillow is a dependency
-            Image = None  # type: ignore[assignment]
-        if Image is not None and isinstance(x, Image.Image):
-            planar = rkimage.pil_to_planar(x)
-            result = self.restore_planar(planar)
-            if output is not None:
-                rkimage.write_image(output, result, overwrite=overwrite)
-            return rkimage.planar_to_pil(result)
+        for kind, to_planar, from_planar in _ADAPTERS:
+            if isinstance(x, kind):
+                result = self.restore_planar(to_planar(x))
+                if output is not None:
+                    rkimage.write_image(output, result, overwrite=overwrite)
+                return from_planar(result)
         raise InputError(
             f"Cannot restore an object of type {type(x).__name__}: pass a path, a PIL image, a numpy "
             "array (HW/HWC), a torch tensor (CHW/NCHW float in [0, 1]) or a list of them."
@@ -190,11 +182,7 @@ class Restorer:
         color = planar.color
         if color.ndim != 3 or color.shape[0] not in (1, 3) or color.shape[1] < 1 or color.shape[2] < 1:
             raise InputError(f"expected a (1 or 3, H, W) image, got shape {tuple(color.shape)}")
-        bad = int((~torch.isfinite(color)).sum())
-        if bad:
-            raise InputError(f"the input has {bad} NaN or infinite values; restorekit needs finite pixels in [0, 1]")
-        color = color.clamp(0, 1)
-        restored = self._restore_channels(color.unsqueeze(0))[0]
+        restored = self._restore_channels(_finite_unit(color).unsqueeze(0))[0]
         alpha = planar.alpha
         if alpha is not None and self.record.scale != 1:
             alpha = _resize(alpha.unsqueeze(0), self.record.scale)[0].clamp(0, 1)
@@ -245,7 +233,6 @@ class Restorer:
 
     def _choose_tile(self, h: int, w: int) -> int | None:
         m = self.record.size_multiple
-        min_tile = 2 * self.overlap + m
         if self.tile in (None, 0):
             return None
         if self.tile == "auto":
@@ -254,14 +241,13 @@ class Restorer:
             budget = free_memory(self.device)
             if footprint * h * w * itemsize / 4 <= 0.5 * budget:
                 return None
-            return auto_tile_size(footprint, budget, dtype_bytes=itemsize, multiple=m, min_tile=min_tile)
+            return auto_tile_size(footprint, budget, dtype_bytes=itemsize, multiple=m, min_tile=self.min_tile)
         assert isinstance(self.tile, int)
-        tile = max(min_tile, -(-self.tile // m) * m)
+        tile = max(self.min_tile, -(-self.tile // m) * m)
         return None if tile >= max(h, w) else tile
 
     def _run_with_retry(self, x: torch.Tensor, tile: int | None) -> torch.Tensor:
         m = self.record.size_multiple
-        min_tile = 2 * self.overlap + m
         while True:
             try:
                 if tile is None or tile >= max(x.shape[-2:]):
@@ -275,7 +261,7 @@ class Restorer:
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
                 size = max(x.shape[-2:]) if tile is None else tile
-                smaller = max(min_tile, (size // 2) // m * m)
+                smaller = max(self.min_tile, (size // 2) // m * m)
                 if smaller >= size:
                     raise RestorekitError(
                         f"out of memory on {self.device} even with {size}px tiles; free memory, pass a smaller "
@@ -338,11 +324,7 @@ class Restorer:
         if x.ndim not in (3, 4) or x.shape[-3] not in (1, 3):
             raise InputError(f"tensor inputs must be CHW or NCHW with 1 or 3 channels, got shape {tuple(x.shape)}")
         batch = x if x.ndim == 4 else x.unsqueeze(0)
-        src = batch.detach().to("cpu", torch.float32)
-        bad = int((~torch.isfinite(src)).sum())
-        if bad:
-            raise InputError(f"the input has {bad} NaN or infinite values; restorekit needs finite pixels in [0, 1]")
-        y = self._restore_channels(src.clamp(0, 1))
+        y = self._restore_channels(_finite_unit(batch.detach().to("cpu", torch.float32)))
         y = y.to(device=x.device, dtype=x.dtype)
         return y if x.ndim == 4 else y[0]
 
@@ -353,6 +335,20 @@ class Restorer:
         rkimage.write_image(
             output, rkimage.Planar(color=img.detach().float().cpu(), alpha=None, bit_depth=32), overwrite=overwrite
         )
+
+
+_ADAPTERS = (
+    (np.ndarray, rkimage.numpy_to_planar, rkimage.planar_to_numpy),
+    (Image.Image, rkimage.pil_to_planar, rkimage.planar_to_pil),
+)
+
+
+def _finite_unit(x: torch.Tensor) -> torch.Tensor:
+    """Reject NaN/inf with a count (a silent clamp would hide a broken pipeline), then clamp to [0, 1]."""
+    bad = int((~torch.isfinite(x)).sum())
+    if bad:
+        raise InputError(f"the input has {bad} NaN or infinite values; restorekit needs finite pixels in [0, 1]")
+    return x.clamp(0, 1)
 
 
 def _pad(x: torch.Tensor, ph: int, pw: int) -> torch.Tensor:

@@ -202,7 +202,7 @@ def test_out_of_memory_retries_with_smaller_tiles():
             y = r.run(x)
         assert torch.allclose(y, x, atol=1e-6) and r.last_tile is not None and r.last_tile <= 100
         small = Restorer("oomnet", pretrained=False, device="cpu", tile=None)
-        small.overlap, small.margin = 100, 40  # the smallest tile is already too big: a clear error
+        small.overlap, small.margin, small.min_tile = 100, 40, 201  # the smallest tile is already too big
         with pytest.raises(RestorekitError, match="out of memory"), pytest.warns(RuntimeWarning):
             small.run(x)
 
