@@ -5,6 +5,7 @@ restorekit list --task sr
 restorekit info msrn.sr_x4
 restorekit download msrn.sr_x2 msrn.sr_x4
 restorekit convert MSRN_x4.pt msrn_x4.safetensors --model msrn.sr_x4
+restorekit convert MemNet_M6R6.caffemodel memnet.safetensors --model memnet.denoise_s50 --from caffe
 """
 
 from __future__ import annotations
@@ -67,6 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--model", help="the registered model it belongs to (gives arch and config)")
     cv.add_argument("--arch", help="architecture, when no registered model fits")
     cv.add_argument("--config", type=json.loads, default=None, help="JSON config for --arch")
+    cv.add_argument(
+        "--from",
+        dest="format",
+        default="auto",
+        metavar="FORMAT",
+        help="the file's format: auto (from its suffix), torch, safetensors, caffe, paddle",
+    )
     return p
 
 
@@ -131,7 +139,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         if not (args.model or args.arch):
             raise SystemExit("restorekit convert: give --model NAME or --arch ARCH")
-        path = convert(args.src, args.dst, model=args.model, arch=args.arch, config=args.config)
+        path = convert(args.src, args.dst, model=args.model, arch=args.arch, config=args.config, format=args.format)
         print(path)
         return 0
     raise AssertionError(args.command)  # argparse enforces the choices

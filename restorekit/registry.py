@@ -101,7 +101,7 @@ class UrlSource:
     """
 
     url: str
-    format: str = "torch"  # torch | safetensors (later: caffe, paddle)
+    format: str = "torch"  # a name in restorekit.convert.FORMATS: torch, safetensors, caffe, paddle
     sha256: str | None = None
     git_blob_sha1: str | None = None
     size: int | None = None
@@ -149,6 +149,14 @@ class WeightRecord:
     metrics: tuple[Metric, ...] = ()
     default: bool = False  # the tag an architecture name alone resolves to
     notes: str = ""
+    # The network itself runs at scale 1 on an image the Restorer first bicubic-upsamples by ``scale``
+    # (MemNet's SR models, trained on bicubic-upsampled inputs, one network for x2/x3/x4).
+    pre_upsample: bool = False
+
+    @property
+    def net_scale(self) -> int:
+        """The scale of the network's own output (1 for pre-upsampled SR)."""
+        return 1 if self.pre_upsample else self.scale
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "config", _freeze(self.config))

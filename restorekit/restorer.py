@@ -215,8 +215,11 @@ class Restorer:
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         """Pad to the size multiple, run whole or tiled, crop, clamp. x: (N, C, H, W) float32 on the CPU."""
+        if self.record.pre_upsample:
+            # A scale-1 network trained on bicubic-upsampled inputs (MemNet SR): upsample first, then restore.
+            x = _resize(x, self.record.scale).clamp_(0, 1)
         n, _, h, w = x.shape
-        s = self.record.scale
+        s = self.record.net_scale
         m = self.record.size_multiple
         ph, pw = (-h) % m, (-w) % m
         if ph or pw:
@@ -292,7 +295,7 @@ class Restorer:
                 self._run_tile,
                 x,
                 plan,
-                scale=self.record.scale,
+                scale=self.record.net_scale,
                 device=self.device,
                 multiple=self.record.size_multiple,
                 progress=tick,

@@ -290,18 +290,31 @@ def _unwrap(obj: Any) -> Any:
     return obj
 
 
-def read_checkpoint(path: str | os.PathLike[str], spec: ArchSpec, config: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-    """Read any checkpoint (ours, bare safetensors, or a weights-only pickle) as a state dict for ``spec``."""
+def read_checkpoint(
+    path: str | os.PathLike[str], spec: ArchSpec, config: Mapping[str, Any], *, format: str = "auto"
+) -> dict[str, torch.Tensor]:
+    """Read any checkpoint as a state dict for ``spec``.
+
+    ``format``: ``"auto"`` (by suffix and content), ``"torch"`` (a weights-only pickle), ``"safetensors"``
+    (ours or bare), or a foreign format from :data:`restorekit.convert.FORMATS` (``"caffe"``, ``"paddle"``).
+    """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
+
+    from .convert import detect_format, read_foreign
 
     path = Path(path)
     if not path.is_file():
         raise ConversionError(f"checkpoint {path} does not exist")
     suffix = path.suffix.lower()
-    if suffix == ".safetensors" or (suffix not in _PICKLE_SUFFIXES and _looks_like_safetensors(path)):
+    fmt = detect_format(path, format)
+    if fmt not in ("torch", "safetensors"):
+        obj: Any = read_foreign(path, fmt)
+    elif fmt == "safetensors" or (
+        format == "auto" and suffix not in _PICKLE_SUFFIXES and _looks_like_safetensors(path)
+    ):
         try:
-            obj: Any = load_file(str(path), device="cpu")
+            obj = load_file(str(path), device="cpu")
         except SafetensorError as exc:
             raise ConversionError(f"{path} is not a readable safetensors file ({exc})") from exc
     else:
@@ -608,7 +621,7 @@ def _resolve_upstream_download(record: WeightRecord, attempts: list[str], progre
             return None
         _verify_upstream(tmp, up, record)
         config = {**spec.default_config, **record.config}
-        state_dict = read_checkpoint(tmp, spec, config)
+        state_dict = read_checkpoint(tmp, spec, config, format=up.format)
         out = _converted_path(record)
         digest = save_weights(out, state_dict, arch=record.arch, config=config, name=record.name)
         _atomic_write(_sidecar(out), f"{digest}  {out.name}\n".encode())
@@ -798,11 +811,13 @@ def convert(
     model: str | None = None,
     arch: str | None = None,
     config: Mapping[str, Any] | None = None,
+    format: str = "auto",
 ) -> Path:
     """Convert a local authors' checkpoint to a restorekit safetensors file; returns the written path.
 
     With ``model=`` the architecture and config come from that record (``config`` overrides keys);
-    otherwise pass ``arch=`` and, if it differs from the defaults, ``config=``.
+    otherwise pass ``arch=`` and, if it differs from the defaults, ``config=``. ``format`` names the
+    file's format (``auto``: from its suffix; see :data:`restorekit.convert.FORMATS`).
     """
     name: str | None = None
     if model is not None:
@@ -817,7 +832,7 @@ def convert(
         raise ValueError("pass model='arch.tag' or arch='name' to say what the checkpoint is")
     spec = registry.get_arch(arch)
     full = {**spec.default_config, **cfg}
-    state_dict = read_checkpoint(src, spec, full)
+    state_dict = read_checkpoint(src, spec, full, format=format)
     # Fail now, not at the first load: the converted weights must fit the network exactly.
     _load_state(build_model(arch, full), state_dict, str(src), error=ConversionError)
     out = Path(dst)

@@ -102,6 +102,16 @@ RECORDS = [
         scale=2,
         config={"scale": 2, "channels": 4},
     ),
+    WeightRecord(
+        arch="greynet",
+        tag="sr_x3_pre",
+        task="sr",
+        description="grey sr on a pre-upsampled input (MemNet-style)",
+        in_channels=1,
+        out_channels=1,
+        scale=3,
+        pre_upsample=True,
+    ),
     WeightRecord(arch="m8net", tag="deblur", task="deblur", description="multiple of 8", size_multiple=8, default=True),
     WeightRecord(
         arch="hotnet",

@@ -40,7 +40,7 @@ def test_tiny_forward_backward_shapes(name):
     x = (torch.rand(2, rec.in_channels, h, w) * spec.value_range).requires_grad_()
     out = model(x)
     y = spec.select_output(out) if spec.select_output else out
-    assert y.shape == (2, rec.out_channels, h * rec.scale, w * rec.scale)
+    assert y.shape == (2, rec.out_channels, h * rec.net_scale, w * rec.net_scale)
     y.float().mean().backward()
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
@@ -86,7 +86,7 @@ def test_receptive_field_claim_holds(arch):
     size = 2 * r + 9
     x = torch.rand(1, rec.in_channels, size, size, requires_grad=True)
     out = model(x * spec.value_range)
-    c = size // 2 * rec.scale
+    c = size // 2 * rec.net_scale
     out[..., c, c].sum().backward()
     nz = x.grad.abs().sum(dim=(0, 1)).nonzero()
     radius = int((nz - size // 2).abs().max())

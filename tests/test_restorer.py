@@ -102,6 +102,25 @@ def test_grey_model_runs_on_luma_and_carries_chroma():
     assert grey.shape == (30, 34)
 
 
+def test_pre_upsampled_sr_runs_a_scale_one_net_on_the_bicubic_image():
+    r = Restorer("greynet.sr_x3_pre", pretrained=False, device="cpu")
+    assert r.record.net_scale == 1 and r.record.scale == 3
+    with torch.no_grad():
+        for p in r.model.parameters():
+            p.zero_()  # identity net: the result is exactly the Restorer's own bicubic upsampling
+    x = torch.rand(1, 11, 7)
+    out = r.run(x)
+    assert out.shape == (1, 33, 21)
+    expected = torch.nn.functional.interpolate(x[None], scale_factor=3, mode="bicubic").clamp(0, 1)[0]
+    assert float((out - expected).abs().max()) < 1e-6
+    colour = r.run(_rgb(5, 9))
+    assert colour.shape == (15, 27, 3)
+    tiled = Restorer("greynet.sr_x3_pre", pretrained=False, device="cpu", tile=60)
+    tiled.model.load_state_dict(r.model.state_dict())
+    big = torch.rand(1, 30, 50)
+    assert float((tiled.run(big) - r.run(big)).abs().max()) < 1e-5 and tiled.last_tile == 60
+
+
 def test_sixteen_bit_file_in_sixteen_bit_out(sr, tmp_path):
     arr = np.random.default_rng(1).integers(0, 65536, (9, 11), dtype=np.uint16)
     Image.fromarray(arr).save(tmp_path / "in16.png")

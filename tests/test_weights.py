@@ -608,3 +608,18 @@ def test_upstream_offline(file_server, monkeypatch):
     file_server.clear_log()
     assert resolve(rec, progress=False) == path
     assert file_server.requests == []
+
+
+def test_checkpoint_formats_are_a_table(tmp_path):
+    from restorekit.convert import FORMATS, detect_format
+
+    assert detect_format("a/b.caffemodel") == "caffe" and detect_format("x.PDPARAMS") == "paddle"
+    assert detect_format("m.pth") == "torch" and detect_format("m.safetensors") == "safetensors"
+    assert detect_format("no_suffix") == "torch" and detect_format("m.pth", "caffe") == "caffe"
+    assert {"torch", "safetensors", "caffe", "paddle"} <= set(FORMATS)
+    with pytest.raises(ConversionError, match="unknown checkpoint format 'onnx'"):
+        detect_format("m.onnx", "onnx")
+    src = tmp_path / "m.bin"
+    src.write_bytes(b"not a checkpoint")
+    with pytest.raises(ConversionError, match="unknown checkpoint format"):
+        convert(src, tmp_path / "o.safetensors", arch="msrn", format="onnx")
