@@ -115,6 +115,8 @@ class Restorer:
         self.tile = tile
         self.progress = progress
         self.model = load_model(self.record.name, weights=weights, pretrained=pretrained, device=self.device)
+        # Inpainting/colourisation networks take a mask as one extra input channel (see run(mask=)).
+        self.mask_channels = int(getattr(self.model, "mask_channels", 0))
         self._half: torch.nn.Module | None = None
         if self.dtype != torch.float32:
             self._half = copy.deepcopy(self.model).to(self.dtype)
@@ -132,26 +134,45 @@ class Restorer:
         )
 
     # ------------------------------------------------------------------ public API
-    def run(self, x: Any, output: str | os.PathLike | None = None, *, overwrite: bool = True) -> Any:
+    def run(self, x: Any, output: str | os.PathLike | None = None, *, overwrite: bool = True, mask: Any = None) -> Any:
         """Restore ``x`` (see the class docstring); ``output=`` also writes the result.
 
         For a list, ``output`` is a directory and each result is written under its input's
         name (``0000.png``, ``0001.png``, ... for in-memory inputs).
+
+        ``mask`` (inpainting and colourisation models only, e.g. ``spatial_rnn.inpaint``): an image
+        of the same size as ``x`` (path, PIL, numpy HW/HWC, tensor HW/1HW/N1HW), 1 where the pixel
+        (or, for colourisation, its colour) is known and 0 where it is to be filled; for a list of
+        inputs, one mask for all or a list of masks.
         """
+        if mask is not None and not self.mask_channels:
+            raise InputError(
+                f"{self.record.name} takes no mask; mask= is for inpainting/colourisation models "
+                "(spatial_rnn.inpaint, spatial_rnn.colorize). Drop mask= for this model."
+            )
+        if mask is None and self.mask_channels:
+            raise InputError(
+                f"{self.record.name} needs mask=: an image the size of the input, 1 where the pixel (colorize: its "
+                "colour) is known, 0 where it is to be filled; e.g. run(image, mask=mask_array)."
+            )
         if isinstance(x, (list, tuple)):
             out_dir = Path(output) if output is not None else None
+            masks = list(mask) if isinstance(mask, (list, tuple)) else [mask] * len(x)
+            if len(masks) != len(x):
+                raise InputError(f"got {len(x)} inputs but {len(masks)} masks; pass one mask, or one per input")
             results = []
-            for i, item in enumerate(x):
+            for i, (item, item_mask) in enumerate(zip(x, masks)):
                 target = None
                 if out_dir is not None:
                     stem = Path(item).name if isinstance(item, (str, os.PathLike)) else f"{i:04d}.png"
                     target = out_dir / stem
-                results.append(self.run(item, target, overwrite=overwrite))
+                results.append(self.run(item, target, overwrite=overwrite, mask=item_mask))
             return results
+        mask_t = _mask_tensor(mask) if mask is not None else None
         if isinstance(x, (str, os.PathLike)):
             src = Path(x)
             planar = rkimage.read_image(src)
-            result = self.restore_planar(planar)
+            result = self.restore_planar(planar, mask=mask_t)
             if output is not None:
                 if Path(output).resolve() == src.resolve():
                     raise InputError(
@@ -160,13 +181,13 @@ class Restorer:
                 return rkimage.write_image(output, result, overwrite=overwrite)
             return rkimage.planar_to_numpy(result)
         if isinstance(x, torch.Tensor):
-            result_t = self._run_tensor(x)
+            result_t = self._run_tensor(x, mask_t)
             if output is not None:
                 self._write_tensor(result_t, output, overwrite)
             return result_t
         for kind, to_planar, from_planar in _ADAPTERS:
             if isinstance(x, kind):
-                result = self.restore_planar(to_planar(x))
+                result = self.restore_planar(to_planar(x), mask=mask_t)
                 if output is not None:
                     rkimage.write_image(output, result, overwrite=overwrite)
                 return from_planar(result)
@@ -177,24 +198,24 @@ class Restorer:
 
     __call__ = run
 
-    def restore_planar(self, planar: rkimage.Planar) -> rkimage.Planar:
+    def restore_planar(self, planar: rkimage.Planar, mask: torch.Tensor | None = None) -> rkimage.Planar:
         """Restore one decoded image; the result keeps its alpha, bit depth and layout."""
         color = planar.color
         if color.ndim != 3 or color.shape[0] not in (1, 3) or color.shape[1] < 1 or color.shape[2] < 1:
             raise InputError(f"expected a (1 or 3, H, W) image, got shape {tuple(color.shape)}")
-        restored = self._restore_channels(_finite_unit(color).unsqueeze(0))[0]
+        restored = self._restore_channels(_finite_unit(color).unsqueeze(0), mask)[0]
         alpha = planar.alpha
         if alpha is not None and self.record.scale != 1:
             alpha = _resize(alpha.unsqueeze(0), self.record.scale)[0].clamp(0, 1)
         return rkimage.Planar(color=restored, alpha=alpha, bit_depth=planar.bit_depth, layout=planar.layout)
 
     # ------------------------------------------------------------------ internals
-    def _restore_channels(self, x: torch.Tensor) -> torch.Tensor:
+    def _restore_channels(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """(N, C, H, W) in [0, 1], C = 1 or 3 -> restored, same C; matches the model's channels."""
         cin, cout = self.record.in_channels, self.record.out_channels
         c = x.shape[1]
         if c == cin:
-            y = self._forward(x)
+            y = self._forward(x, mask)
             if y.shape[1] == c:
                 return y
             if y.shape[1] == 3 and c == 1:
@@ -203,17 +224,17 @@ class Restorer:
         if cin == 1 and c == 3:
             # A grey model restores the luma; chroma is carried over (upsampled for SR).
             ycc = rkimage.rgb_to_ycbcr(x)
-            y = self._forward(ycc[:, :1])
+            y = self._forward(ycc[:, :1], mask)
             chroma = ycc[:, 1:]
             if self.record.scale != 1:
                 chroma = _resize(chroma, self.record.scale)
             return rkimage.ycbcr_to_rgb(torch.cat([y, chroma], 1)).clamp(0, 1)
         if cin == 3 and c == 1:
-            y = self._forward(x.expand(-1, 3, -1, -1))
+            y = self._forward(x.expand(-1, 3, -1, -1), mask)
             return rkimage.rgb_to_grey(y).clamp(0, 1) if cout == 3 else y
         raise InputError(f"{self.record.name} takes {cin}-channel images; cannot adapt a {c}-channel input")
 
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Pad to the size multiple, run whole or tiled, crop, clamp. x: (N, C, H, W) float32 on the CPU."""
         if self.record.pre_upsample:
             # A scale-1 network trained on bicubic-upsampled inputs (MemNet SR): upsample first, then restore.
@@ -225,6 +246,11 @@ class Restorer:
         if ph or pw:
             x = _pad(x, ph, pw)
         x = x * self.spec.value_range if self.spec.value_range != 1 else x
+        if mask is not None:  # the mask rides along as one more channel (padded, tiled and cropped with the image)
+            if mask.shape[-2:] != (h, w) or mask.shape[0] not in (1, n):
+                raise InputError(f"the mask is {tuple(mask.shape[-2:])} but the image is {(h, w)}; give them one size")
+            mask = mask.expand(n, -1, -1, -1)
+            x = torch.cat([x, _pad(mask, ph, pw) if ph or pw else mask], 1)
         tile = self._choose_tile(x.shape[-2], x.shape[-1])
         outs = []
         for i in range(n):
@@ -321,13 +347,13 @@ class Restorer:
             return self.spec.select_output(out)
         return out
 
-    def _run_tensor(self, x: torch.Tensor) -> torch.Tensor:
+    def _run_tensor(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         if not torch.is_floating_point(x):
             raise InputError(f"tensor inputs must be float in [0, 1], got {x.dtype}; divide by 255 (or 65535) first")
         if x.ndim not in (3, 4) or x.shape[-3] not in (1, 3):
             raise InputError(f"tensor inputs must be CHW or NCHW with 1 or 3 channels, got shape {tuple(x.shape)}")
         batch = x if x.ndim == 4 else x.unsqueeze(0)
-        y = self._restore_channels(_finite_unit(batch.detach().to("cpu", torch.float32)))
+        y = self._restore_channels(_finite_unit(batch.detach().to("cpu", torch.float32)), mask)
         y = y.to(device=x.device, dtype=x.dtype)
         return y if x.ndim == 4 else y[0]
 
@@ -352,6 +378,28 @@ def _finite_unit(x: torch.Tensor) -> torch.Tensor:
     if bad:
         raise InputError(f"the input has {bad} NaN or infinite values; restorekit needs finite pixels in [0, 1]")
     return x.clamp(0, 1)
+
+
+def _mask_tensor(mask: Any) -> torch.Tensor:
+    """A mask in any image form -> (N, 1, H, W) float32 in [0, 1] (the channel mean of a colour mask)."""
+    if isinstance(mask, torch.Tensor):
+        m = mask.detach().to("cpu", torch.float32)
+        if m.ndim == 2:
+            m = m[None, None]
+        elif m.ndim == 3:
+            m = m[None]
+        if m.ndim != 4 or m.shape[1] != 1:
+            raise InputError(f"a tensor mask must be HW, 1HW or N1HW, got shape {tuple(mask.shape)}")
+        return _finite_unit(m)
+    if isinstance(mask, (str, os.PathLike)):
+        planar = rkimage.read_image(mask)
+    elif isinstance(mask, np.ndarray):
+        planar = rkimage.numpy_to_planar(mask)
+    elif isinstance(mask, Image.Image):
+        planar = rkimage.pil_to_planar(mask)
+    else:
+        raise InputError(f"cannot use a {type(mask).__name__} as a mask: pass a path, PIL image, numpy array or tensor")
+    return _finite_unit(planar.color.mean(0, keepdim=True)[None])
 
 
 def _pad(x: torch.Tensor, ph: int, pw: int) -> torch.Tensor:

@@ -37,7 +37,8 @@ def test_tiny_forward_backward_shapes(name):
     spec = get_arch(rec.arch)
     m = rec.size_multiple
     h, w = 2 * max(m, 8), 3 * max(m, 8)
-    x = (torch.rand(2, rec.in_channels, h, w) * spec.value_range).requires_grad_()
+    extra = getattr(model, "mask_channels", 0)  # inpainting/colourisation nets take a mask channel too
+    x = (torch.rand(2, rec.in_channels + extra, h, w) * spec.value_range).requires_grad_()
     out = model(x)
     y = spec.select_output(out) if spec.select_output else out
     assert y.shape == (2, rec.out_channels, h * rec.net_scale, w * rec.net_scale)
@@ -59,7 +60,7 @@ def test_safetensors_round_trip(name, tmp_path):
     assert header["arch"] == rec.arch and header["config"] == config and header["format_version"] == 1
     again = build_model(header["arch"], header["config"])
     again.load_state_dict(sd, strict=True)
-    x = torch.rand(1, rec.in_channels, 16, 16) * spec.value_range
+    x = torch.rand(1, rec.in_channels + getattr(model, "mask_channels", 0), 16, 16) * spec.value_range
     with torch.inference_mode():
         assert torch.equal(model.eval()(x), again.eval()(x))
     # state dict -> file -> state dict -> file gives the same bytes
@@ -107,6 +108,7 @@ def test_restorer_pads_and_crops_any_size(name):
     with registry.temporary(None, tiny):
         r = Restorer(tiny.name, pretrained=False, device="cpu")
         for h, w in [(1, 1), (7, 13), (rec.size_multiple + 1, 2 * rec.size_multiple - 1)]:
-            out = r.run(torch.rand(rec.in_channels, h, w))
+            mask = torch.rand(h, w).round() if r.mask_channels else None
+            out = r.run(torch.rand(rec.in_channels, h, w), mask=mask)
             assert out.shape == (rec.out_channels, h * rec.scale, w * rec.scale)
             assert float(out.min()) >= 0 and float(out.max()) <= 1
