@@ -4,4 +4,4 @@ One file per network: the building blocks, the network, its checkpoint remapping
 its pretrained weights, top to bottom.
 """
 
-from . import msrn  # noqa: F401
+from . import msrn, spatial_rnn  # noqa: F401
