@@ -261,3 +261,25 @@ def test_cuda_kernels_match_reference(native, horizontal, reverse):
         got = native.scan_backward(grad.cuda(), g.cuda(), x.cuda(), h.cuda(), horizontal, reverse)
         want = reference.scan_backward(grad, g, x, h, horizontal, reverse)
         assert torch.equal(got[0].cpu(), want[0]) and torch.equal(got[1].cpu(), want[1])
+
+
+def test_cuda_source_compiles_with_nvcc(tmp_path):
+    # No GPU is needed to compile: the .cu must build against this torch's headers (a CPU wheel ships
+    # ATen/c10 core headers but not c10/cuda's generated config header, which scan_cuda.cu avoids).
+    import shutil
+
+    from torch.utils import cpp_extension
+
+    nvcc = shutil.which("nvcc") or (cpp_extension.CUDA_HOME and os.path.join(cpp_extension.CUDA_HOME, "bin", "nvcc"))
+    if not nvcc or not os.path.exists(nvcc):
+        pytest.skip("nvcc is not installed (no CUDA toolkit): cannot compile scan_cuda.cu here")
+    cmd = [nvcc, "-c", str(ops.CSRC / "scan_cuda.cu"), "-o", str(tmp_path / "scan_cuda.o"), "-std=c++20"]
+    cmd += [f"-I{ops.CSRC}"] + [a for p in cpp_extension.include_paths() for a in ("-isystem", p)]
+    cmd += ["-DTORCH_API_INCLUDE_EXTENSION_H", "-D__CUDA_NO_HALF_OPERATORS__", "-D__CUDA_NO_HALF_CONVERSIONS__"]
+    cmd += ["-D__CUDA_NO_BFLOAT16_CONVERSIONS__", "-D__CUDA_NO_HALF2_OPERATORS__", "--expt-relaxed-constexpr"]
+    cmd += ops._CUDA_CFLAGS + ["-Xcompiler", "-fPIC"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-4000:]
+    symbols = (tmp_path / "scan_cuda.o").read_bytes()
+    for kernel in (b"forward_vertical", b"backward_vertical", b"forward_horizontal", b"backward_horizontal"):
+        assert kernel in symbols
