@@ -50,8 +50,14 @@ CSRC = Path(__file__).with_name("csrc")
 _CPU_SOURCES = ("scan.cpp", "scan_cpu.cpp")
 _CUDA_SOURCES = ("scan_cuda.cu",)
 _HEADERS = ("scan.h",)
-# No fused multiply-add anywhere: float32 must round step by step like the reference.
-_CFLAGS = ["-O3", "-ffp-contract=off", "-fopenmp"]
+# No fused multiply-add anywhere: float32 must round step by step like the reference. at::parallel_for is
+# inline OpenMP when torch uses OpenMP (Linux wheels), so the kernels need -fopenmp there; the runtime
+# (GOMP_parallel ...) resolves against the libgomp torch already loaded.
+_OPENMP = bool(getattr(torch._C, "has_openmp", False))
+if sys.platform == "win32":
+    _CFLAGS = ["/O2", "/fp:precise"] + (["/openmp"] if _OPENMP else [])
+else:
+    _CFLAGS = ["-O3", "-ffp-contract=off"] + (["-fopenmp"] if _OPENMP else [])
 _CUDA_CFLAGS = ["-O3", "--fmad=false"]
 
 
