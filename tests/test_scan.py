@@ -248,6 +248,27 @@ def test_build_is_cached_and_reused(native):
     assert len(before) >= 3 and after == before
 
 
+def test_concurrent_first_use_builds_once(native, tmp_path):
+    # Two processes start on an empty cache at once: the file lock lets one compile, the other waits and loads it.
+    code = (
+        "import torch; from restorekit import ops; ops.scan(torch.rand(2, 3), torch.rand(2, 3)); "
+        "print(ops.backend(), ops.backend_info()['library'])"
+    )
+    env = {**os.environ, ops.CACHE_ENV: str(tmp_path), ops.BACKEND_ENV: "native"}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outs]
+    reports = [out.split() for out, _ in outs]
+    assert reports[0] == reports[1] and reports[0][0] == "native"
+    log = (tmp_path / os.path.basename(os.path.dirname(reports[0][1])) / ".ninja_log").read_text()
+    assert sum("\tscan_cpu.o\t" in line for line in log.splitlines()) == 1, log
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 @pytest.mark.parametrize("horizontal,reverse", DIRECTIONS)
 def test_cuda_kernels_match_reference(native, horizontal, reverse):
