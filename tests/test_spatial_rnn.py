@@ -165,6 +165,15 @@ def test_restorer_mask_argument():
             r.run(img, mask=mask[:, :-1])
         with pytest.raises(InputError, match="2 inputs but 3 masks"):
             r.run([img, img], mask=[mask, mask, mask])
+        # tiled: the mask is cut into the same tiles as the image
+        tiled = Restorer(inpaint.name, pretrained=False, device="cpu", tile=170)
+        tiled.model.load_state_dict(r.model.state_dict())
+        big = np.random.default_rng(2).integers(0, 256, (180, 250, 3), dtype=np.uint8)
+        big_mask = np.random.default_rng(3).random((180, 250)) > 0.5
+        big_holes = np.where(big_mask[..., None], big, 255).astype(np.uint8)
+        out_tiled = tiled.run(big, mask=big_mask)
+        assert tiled.last_tile == 170 and out_tiled.shape == big.shape
+        assert np.array_equal(tiled.run(big_holes, mask=big_mask), out_tiled)
         plain = Restorer(denoise.name, pretrained=False, device="cpu")
         with pytest.raises(InputError, match="takes no mask"):
             plain.run(img, mask=mask)
