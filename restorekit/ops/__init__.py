@@ -128,7 +128,7 @@ def _file_lock(path: Path) -> Iterator[None]:
 def _why_not_buildable() -> str | None:
     from torch.utils import cpp_extension
 
-    compiler = os.environ.get("CXX", "c++")
+    compiler = os.environ.get("CXX") or ("cl" if sys.platform == "win32" else "c++")
     if shutil.which(compiler) is None:
         return f"no C++ compiler ({compiler!r} is not on PATH; install g++ or clang, or set CXX)"
     if not cpp_extension.is_ninja_available():
