@@ -35,10 +35,9 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 
 from .errors import InputError
-from .image import rgb_to_ycbcr
+from .image import _YCC_MATRIX, _YCC_OFFSET
 
 __all__ = ["Convention", "SR", "DENOISE", "JPEG", "FULL", "get_convention", "prepare", "psnr", "ssim"]
 
@@ -120,69 +119,100 @@ def _check_pair(x: torch.Tensor, y: torch.Tensor) -> None:
 
 
 def prepare(x: torch.Tensor, convention: Convention) -> torch.Tensor:
-    """Apply ``convention`` to a (N, C, H, W) batch: 8-bit rounding, channel choice, border shave.
+    """Apply ``convention`` to a (N, C, H, W) batch: border shave, 8-bit rounding, channel choice.
 
     The result is float32 (float64 stays float64) with values in [0, peak]: what PSNR and SSIM compare.
+    (Every step is pixel-wise, so shaving first gives the same result with less work.)
     """
     x = x.double() if x.dtype == torch.float64 else x.float()
-    if convention.quantize:
-        levels = 255.0 / convention.peak
-        x = x.clamp(0, convention.peak).mul(levels).add_(0.5).floor_().div_(levels)
-    if convention.color == "y":
-        c = x.shape[1]
-        if c == 3:
-            x = rgb_to_ycbcr(x / convention.peak)[:, :1] * convention.peak
-        elif c == 1:
-            if convention.grey == "as_rgb":
-                x = rgb_to_ycbcr(x.expand(-1, 3, -1, -1) / convention.peak)[:, :1] * convention.peak
-        else:
-            raise InputError(f"convention {convention.name!r} measures Y of 1- or 3-channel images, got {c} channels")
     b = convention.crop
     if b:
         if x.shape[-2] <= 2 * b or x.shape[-1] <= 2 * b:
             raise InputError(f"a {x.shape[-2]}x{x.shape[-1]} image is too small to shave {b} px from each border")
         x = x[..., b:-b, b:-b]
-    return x
+    c = x.shape[1]
+    to_y = convention.color == "y" and (c == 3 or convention.grey == "as_rgb")
+    if convention.color == "y" and c not in (1, 3):
+        raise InputError(f"convention {convention.name!r} measures Y of 1- or 3-channel images, got {c} channels")
+    # Work in units of 8-bit levels (0..255) so that rounding and the Y matrix need no extra passes.
+    levels = 255.0 / convention.peak
+    x = x * levels
+    if convention.quantize:
+        x = x.add_(0.5).floor_().clamp_(0, 255)
+    if to_y:
+        # The Y row of image.rgb_to_ycbcr (MATLAB rgb2ycbcr), applied to 0..255 values.
+        w = _YCC_MATRIX[0].tolist()
+        off = float(_YCC_OFFSET[0]) * 255
+        if c == 1:
+            x = x * sum(w) + off
+        else:
+            x = (x[:, 0:1] * w[0]).add_(x[:, 1:2], alpha=w[1]).add_(x[:, 2:3], alpha=w[2]).add_(off)
+    return x.div_(levels)
+
+
+def _chunks(x: torch.Tensor) -> int:
+    """Images per chunk: on the CPU about one 512x512 image at a time (cache-sized, several times faster than
+    whole-batch passes over memory); on an accelerator the whole batch."""
+    if x.device.type != "cpu":
+        return max(1, x.shape[0])
+    return max(1, (1 << 18) // max(1, x.shape[-2] * x.shape[-1]))
 
 
 def psnr(x: torch.Tensor, y: torch.Tensor, convention: Convention = DENOISE) -> torch.Tensor:
     """Peak signal-to-noise ratio in dB per image, ``10 log10(peak^2 / MSE)``: a (N,) tensor (inf where equal)."""
     _check_pair(x, y)
-    a, b = prepare(x, convention), prepare(y, convention)
-    mse = (a - b).pow_(2).flatten(1).mean(1)
-    return 10 * torch.log10(convention.peak**2 / mse)
+    out = []
+    step = _chunks(x)
+    for i in range(0, x.shape[0], step):
+        a, b = prepare(x[i : i + step], convention), prepare(y[i : i + step], convention)
+        mse = a.sub_(b).pow_(2).flatten(1).mean(1)
+        out.append(10 * torch.log10(convention.peak**2 / mse))
+    return torch.cat(out)
 
 
 @functools.lru_cache(maxsize=8)
-def _gauss_1d(dtype: torch.dtype) -> torch.Tensor:
+def _gauss_1d() -> tuple[float, ...]:
     # fspecial('gaussian', 11, 1.5) is the outer product of this normalised 1-D window with itself.
     t = torch.arange(_WINDOW, dtype=torch.float64) - (_WINDOW - 1) / 2
     g = torch.exp(-(t * t) / (2 * _SIGMA**2))
-    return (g / g.sum()).to(dtype)
+    return tuple((g / g.sum()).tolist())
 
 
 def _filter_valid(z: torch.Tensor) -> torch.Tensor:
-    """Separable 11x11 Gaussian filter, 'valid' region, over every channel of (N, C, H, W)."""
-    c = z.shape[1]
-    g = _gauss_1d(z.dtype).to(z.device)
-    z = F.conv2d(z, g.view(1, 1, _WINDOW, 1).expand(c, 1, _WINDOW, 1), groups=c)
-    return F.conv2d(z, g.view(1, 1, 1, _WINDOW).expand(c, 1, 1, _WINDOW), groups=c)
+    """Separable 11x11 Gaussian filter over the 'valid' region of (..., H, W), as 2 x 11 shifted multiply-adds
+    (faster than a grouped convolution on the CPU, and exact to float rounding)."""
+    g = _gauss_1d()
+    h = z.shape[-2] - _WINDOW + 1
+    rows = z[..., 0:h, :] * g[0]
+    for k in range(1, _WINDOW):
+        rows.add_(z[..., k : k + h, :], alpha=g[k])
+    w = z.shape[-1] - _WINDOW + 1
+    out = rows[..., 0:w] * g[0]
+    for k in range(1, _WINDOW):
+        out.add_(rows[..., k : k + w], alpha=g[k])
+    return out
 
 
 def ssim(x: torch.Tensor, y: torch.Tensor, convention: Convention = DENOISE) -> torch.Tensor:
     """Structural similarity per image (Wang et al. 2004, reference ``ssim_index``): a (N,) tensor."""
     _check_pair(x, y)
-    a, b = prepare(x, convention), prepare(y, convention)
+    out = []
+    step = _chunks(x)
+    for i in range(0, x.shape[0], step):
+        out.append(_ssim(prepare(x[i : i + step], convention), prepare(y[i : i + step], convention), convention.peak))
+    return torch.cat(out)
+
+
+def _ssim(a: torch.Tensor, b: torch.Tensor, peak: float) -> torch.Tensor:
     if a.shape[-2] < _WINDOW or a.shape[-1] < _WINDOW:
         raise InputError(
             f"SSIM needs at least {_WINDOW}x{_WINDOW} pixels after the border shave, got {a.shape[-2]}x{a.shape[-1]}"
         )
     c = a.shape[1]
-    c1, c2 = (_K1 * convention.peak) ** 2, (_K2 * convention.peak) ** 2
+    c1, c2 = (_K1 * peak) ** 2, (_K2 * peak) ** 2
     stats = _filter_valid(torch.cat([a, b, a * a, b * b, a * b], 1))
     mu_a, mu_b, aa, bb, ab = stats.split(c, 1)
     mu_aa, mu_bb, mu_ab = mu_a * mu_a, mu_b * mu_b, mu_a * mu_b
-    var_a, var_b, cov = aa - mu_aa, bb - mu_bb, ab - mu_ab
-    num = (2 * mu_ab + c1) * (2 * cov + c2)
-    den = (mu_aa + mu_bb + c1) * (var_a + var_b + c2)
+    num = (2 * mu_ab + c1) * (2 * (ab - mu_ab) + c2)
+    den = (mu_aa + mu_bb + c1) * (aa - mu_aa + bb - mu_bb + c2)
     return (num / den).flatten(1).mean(1)

@@ -90,13 +90,19 @@ def test_weights_rows_sum_to_one_and_mirror_at_the_border():
     torch.testing.assert_close(imresize(x, 0.4), torch.full((2, 3, 4, 3), 0.3))
 
 
-def test_dense_and_gather_paths_agree(monkeypatch):
+def test_blocked_matmuls_equal_the_dense_matrices(monkeypatch):
     x = torch.rand(2, 3, 21, 17, dtype=torch.float64)
-    dense = [imresize(x, s) for s in (0.5, 3, 0.3)]
-    resize._matrix_cached.cache_clear()
-    monkeypatch.setattr(resize, "_DENSE_LIMIT", 0)
-    for s, d in zip((0.5, 3, 0.3), dense):
-        torch.testing.assert_close(imresize(x, s), d, rtol=0, atol=1e-12)
+    for s in (0.5, 3, 0.3, 1.7):
+        oh, ow = output_size(21, s), output_size(17, s)
+        dense = resize_weights(21, oh, s) @ x @ resize_weights(17, ow, s).T
+        torch.testing.assert_close(imresize(x, s), dense, rtol=0, atol=1e-12)  # one block: small sizes
+        resize._blocks_cached.cache_clear()
+        monkeypatch.setattr(resize, "_BLOCK_MIN", 0)
+        monkeypatch.setattr(resize, "_BLOCK", 4)  # several blocks, each over its own input span
+        assert len(resize._blocks_cached(21, oh, s, True)) == -(-oh // 4)
+        torch.testing.assert_close(imresize(x, s), dense, rtol=0, atol=1e-12)
+        monkeypatch.undo()
+        resize._blocks_cached.cache_clear()
 
 
 def test_batched_float32_and_quantize():
