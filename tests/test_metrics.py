@@ -124,3 +124,16 @@ def test_set14_bicubic_within_the_published_table_under_both_grey_conventions(sc
     assert abs(as_rgb[0] - want_p) < 0.15, (as_rgb, want_p)
     # Only img_003 differs, by exactly 20 log10(255/219) dB, spread over the 14 images.
     assert as_rgb[0] - raw[0] == pytest.approx(20 * math.log10(255 / 219) / 14, abs=1e-4)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (checks GPU results against the CPU)")
+def test_cuda_results_match_the_cpu():
+    from restorekit import degrade
+
+    x = torch.rand(3, 3, 40, 36)
+    y = degrade.gaussian_noise(x, 10, seed=0, clip=True)
+    torch.testing.assert_close(degrade.gaussian_noise(x.cuda(), 10, seed=0, clip=True).cpu(), y)
+    torch.testing.assert_close(degrade.haze(x.cuda(), seed=1).cpu(), degrade.haze(x, seed=1), atol=1e-6, rtol=0)
+    torch.testing.assert_close(imresize(x.cuda(), 0.5).cpu(), imresize(x, 0.5), atol=1e-5, rtol=0)
+    for fn in (psnr, ssim):
+        torch.testing.assert_close(fn(x.cuda(), y.cuda(), SR(2)).cpu(), fn(x, y, SR(2)), atol=1e-4, rtol=0)
