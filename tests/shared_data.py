@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -40,3 +42,16 @@ def published_bicubic() -> dict[tuple[str, int], tuple[float, float]]:
             table[(name, int(s))] = (float(p), float(q))
     assert len(table) == 6, f"could not read the published bicubic table from {DATA / 'README.md'}: {table}"
     return table
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Run a block with one torch thread. The acceptance tests issue thousands of small tensor operations; on
+    a CI machine whose cores are busy with other jobs, each multi-threaded operation waits for a descheduled
+    worker (measured 20x slower on the shared 2-core development machine). Results do not depend on it."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)

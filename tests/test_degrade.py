@@ -138,9 +138,10 @@ def test_spec_parsing():
 def test_bsd68_sigma25_noisy_psnr_is_the_analytic_value():
     folder = shared_data.require("denoise", "BSD68")
     values = []
-    for i, path in enumerate(sorted(folder.glob("*.png"))):
-        clean = shared_data.load(path).float()
-        values.append(psnr(D.gaussian_noise(clean, 25, seed=i), clean, DENOISE).item())
+    with shared_data.one_thread():
+        for i, path in enumerate(sorted(folder.glob("*.png"))):
+            clean = shared_data.load(path).float()
+            values.append(psnr(D.gaussian_noise(clean, 25, seed=i), clean, DENOISE).item())
     assert len(values) == 68
     analytic = 20 * math.log10(255 / 25)
     assert abs(np.mean(values) - 20.17) < 0.05 and abs(np.mean(values) - analytic) < 0.05, np.mean(values)

@@ -99,10 +99,11 @@ def _bicubic_baseline(dataset: str, scale: int, *conventions) -> list[tuple[floa
     """Mean (PSNR, SSIM) of MATLAB-bicubic upsampled LR files against HR, under each convention."""
     folder = shared_data.require("sr", dataset, f"x{scale}")
     rows = []
-    for hr_path in sorted((folder / "HR").glob("*.png")):
-        hr, lr = shared_data.load(hr_path).float(), shared_data.load(folder / "LR" / hr_path.name).float()
-        up = imresize(lr, scale, quantize=True)  # MATLAB imresize on the uint8 LR image
-        rows.append([(psnr(up, hr, c).item(), ssim(up, hr, c).item()) for c in conventions])
+    with shared_data.one_thread():
+        for hr_path in sorted((folder / "HR").glob("*.png")):
+            hr, lr = shared_data.load(hr_path).float(), shared_data.load(folder / "LR" / hr_path.name).float()
+            up = imresize(lr, scale, quantize=True)  # MATLAB imresize on the uint8 LR image
+            rows.append([(psnr(up, hr, c).item(), ssim(up, hr, c).item()) for c in conventions])
     return [tuple(v) for v in np.mean(rows, axis=0)]
 
 
