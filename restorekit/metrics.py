@@ -12,7 +12,7 @@ of them, and the presets below are the ones published tables use:
   its Y as if it were RGB with three equal channels, which compresses it to 16-235 and raises its PSNR
   by 20 log10(255/219) = 1.32 dB (Set14's img_003: +0.09 dB on the Set14 mean). See docs/evaluation.md.
 * :data:`DENOISE` (``"full_image"``): the channels as they are (grey stays grey, colour is RGB), the full
-  image, no rounding, peak 1 -- ``../shared/data/README.md``'s Gaussian-denoising protocol, where noisy
+  image, no rounding, peak 1 -- the Gaussian-denoising benchmarks' protocol (BSD68, Set12), where noisy
   inputs are neither clipped nor rounded.
 * :data:`JPEG` (``"y_full"``): Y of colour images (grey images as they are), the full image, rounded to 8 bits.
 
