@@ -32,6 +32,7 @@ def load(path: Path) -> torch.Tensor:
 
 def published_bicubic() -> dict[tuple[str, int], tuple[float, float]]:
     """{(dataset, scale): (psnr, ssim)} read from the data README's bicubic-baseline sentence."""
+    require("sr")
     text = " ".join((DATA / "README.md").read_text().split())
     start = text.index("Bicubic baseline")
     sentence = text[start : text.index("Set14 note", start)]
