@@ -6,6 +6,7 @@ restorekit info msrn.sr_x4
 restorekit download msrn.sr_x2 msrn.sr_x4
 restorekit convert MSRN_x4.pt msrn_x4.safetensors --model msrn.sr_x4
 restorekit convert MemNet_M6R6.caffemodel memnet.safetensors --model memnet.denoise_s50 --from caffe
+restorekit eval bicubic --data ../shared/data/sr/Set5 --scale 4
 """
 
 from __future__ import annotations
@@ -75,6 +76,21 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FORMAT",
         help="the file's format: auto (from its suffix), torch, safetensors, caffe, paddle",
     )
+
+    ev = sub.add_parser("eval", help="measure PSNR/SSIM of a model or a baseline on a benchmark folder")
+    ev.add_argument("model", help="arch.tag, an architecture name, or a baseline: bicubic, identity")
+    ev.add_argument("--data", required=True, metavar="DIR", help="x{s}/HR + x{s}/LR, HR + LR, input + target, or clean")
+    ev.add_argument("--task", help="narrow an architecture name to a task; the task a baseline stands in for")
+    ev.add_argument("--scale", type=int, help="SR scale (picks x{scale}/ folders and the model)")
+    ev.add_argument("--degrade", metavar="SPEC", help="for clean images: noise:25, jpeg:10, bicubic:4, rain, haze ...")
+    ev.add_argument("--convention", help="y_shave_scale, y_shave_scale:as_rgb, full_image, y_full (default: task's)")
+    ev.add_argument("--seed", type=int, default=0, help="seed of the degradation (per image: seed and file name)")
+    ev.add_argument("--weights", metavar="PATH", help="evaluate this local weight file")
+    ev.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
+    ev.add_argument("--tile", type=_tile, default="auto", help="auto, 0 for the whole image, or a tile size in px")
+    ev.add_argument("--json", metavar="PATH", help="write the results as JSON")
+    ev.add_argument("--csv", metavar="PATH", help="write the per-image results as CSV")
+    ev.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 
@@ -141,6 +157,27 @@ def _dispatch(args: argparse.Namespace) -> int:
             raise SystemExit("restorekit convert: give --model NAME or --arch ARCH")
         path = convert(args.src, args.dst, model=args.model, arch=args.arch, config=args.config, format=args.format)
         print(path)
+        return 0
+    if args.command == "eval":
+        from .evaluate import evaluate
+
+        result = evaluate(
+            args.model,
+            args.data,
+            task=args.task,
+            scale=args.scale,
+            degradation=args.degrade,
+            convention=args.convention,
+            weights=args.weights,
+            device=args.device,
+            tile=args.tile,
+            seed=args.seed,
+            progress=not args.no_progress,
+        )
+        print(result.table())
+        for path in (args.json and result.write_json(args.json), args.csv and result.write_csv(args.csv)):
+            if path:
+                print(f"wrote {path}")
         return 0
     raise AssertionError(args.command)  # argparse enforces the choices
 

@@ -410,5 +410,7 @@ def _pad(x: torch.Tensor, ph: int, pw: int) -> torch.Tensor:
 
 
 def _resize(x: torch.Tensor, scale: int) -> torch.Tensor:
-    """Bicubic upsampling for carried-over chroma and alpha (MATLAB-compatible resize comes with the eval issue)."""
-    return F.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False)
+    """Bicubic upsampling for carried-over chroma and alpha and pre-upsampled SR: MATLAB's ``imresize``."""
+    from .resize import imresize
+
+    return imresize(x, scale)
