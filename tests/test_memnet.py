@@ -241,3 +241,51 @@ def test_restorer_on_grey_and_colour(name):
         r2 = Restorer(tiny.name, pretrained=False, device="cpu")
         out = r2.run(torch.rand(3, 5, 6))
         assert out.shape == (3, 5 * s, 6 * s) and float(out.min()) >= 0 and float(out.max()) <= 1
+
+
+# ---------------------------------------------------------------------------------------------------- loss
+
+
+def test_multi_supervised_loss_has_one_euclidean_term_per_output():
+    from restorekit.losses import MultiSupervisedLoss, euclidean_loss
+
+    torch.manual_seed(0)
+    net = MemNet(**TINY)
+    x, y = torch.rand(2, 1, 8, 8), torch.rand(2, 1, 8, 8)
+    out = net(x)
+    loss = MultiSupervisedLoss()
+    terms = loss.terms(out, y)
+    assert len(terms) == TINY["blocks"] + 1
+    by_hand = sum(((o - y) ** 2).sum() / 4 for o in (*out.block_outputs, out.output))  # Caffe: / (2 x batch)
+    assert torch.allclose(loss(out, y), by_hand)
+    assert torch.allclose(euclidean_loss(out.output, y), ((out.output - y) ** 2).sum() / 4)
+    # The block terms do not depend on the output weights; the final term does.
+    MultiSupervisedLoss(final_weight=0)(net(x), y).backward()
+    assert float(net.output_weights.grad.abs().sum()) == 0 and net.recon_bn[0].weight.grad.abs().sum() > 0
+    net.zero_grad()
+    MultiSupervisedLoss(block_weight=0, criterion="mse")(net(x), y).backward()
+    assert net.output_weights.grad.abs().min() > 0
+    with pytest.raises(TypeError, match="block_outputs"):
+        loss(out.output, y)
+    with pytest.raises(ValueError, match="unknown criterion"):
+        MultiSupervisedLoss("ssim")
+
+
+def test_a_few_training_steps_reduce_the_multi_supervised_loss():
+    from restorekit.losses import MultiSupervisedLoss
+
+    torch.manual_seed(0)
+    net = MemNet(**TINY).train()
+    clean = torch.rand(4, 1, 12, 12)
+    noisy = (clean + 0.1 * torch.randn_like(clean)).clamp(0, 1)
+    loss_fn = MultiSupervisedLoss()
+    # Output weights start at 1 each (Caffe's Scale default), so the sum begins near M x the input.
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(15):
+        opt.zero_grad()
+        loss = loss_fn(net(noisy), clean)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < 0.5 * losses[0]
