@@ -116,12 +116,19 @@ def test_forward_follows_the_equations_and_the_gate_order():
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(out.block_outputs, ref_outs))
     assert select_output(out) is out.output
     # The gate of block 2 sees [B0, B1, H1..HR]: the first 4 channels are the feature extractor's output.
+    # Inference builds the gate as a sum over the concatenated pieces: the same as BN -> ReLU -> 1x1 conv on the concat.
+    block = net.memory[1]
+    pieces = [torch.randn(2, 4, 5, 6) for _ in range(2 + TINY["recursions"])]
+    with torch.no_grad():
+        plain = block.gate_conv(F.relu(block.gate_bn(torch.cat(pieces, 1))))
+        assert torch.allclose(block.gate(pieces), plain, atol=1e-5)
+    # Training concatenates: the gate of block 2 sees [B0, B1, H1..HR], the feature extractor's output first.
     seen = {}
     # (hooks must return None, or they replace the module's output)
-    net.memory[1].gate_bn.register_forward_hook(lambda mod, i, o: seen.update(gate=i[0]))
+    block.gate_bn.register_forward_hook(lambda mod, i, o: seen.update(gate=i[0]))
     net.conv_in.register_forward_hook(lambda mod, i, o: seen.update(b0=o))
     with torch.no_grad():
-        net(x)
+        net.train()(x)
     assert seen["gate"].shape[1] == (2 + TINY["recursions"]) * TINY["channels"]
     assert torch.equal(seen["gate"][:, :4], seen["b0"])
 

@@ -67,8 +67,27 @@ class MemoryBlock(nn.Module):
             h = h + self.conv_b(F.relu(bn_b(t), inplace=True))
             short.append(h)
         # The authors' concat order: long-term memory (B_0 … B_{m-1}) first, then this block's H_1 … H_R.
-        gate = torch.cat([*memory, *short], 1)
-        return self.gate_conv(F.relu(self.gate_bn(gate), inplace=True))
+        return self.gate([*memory, *short])
+
+    def gate(self, pieces: list[torch.Tensor]) -> torch.Tensor:
+        """The gate unit, BN → ReLU → 1x1 conv, over the channel concatenation of ``pieces``."""
+        if self.training:
+            return self.gate_conv(F.relu(self.gate_bn(torch.cat(pieces, 1)), inplace=True))
+        # Inference: BatchNorm (running statistics) acts per channel and the 1x1 convolution is linear, so
+        # the gate is a sum over the pieces; the (m + R) x C-channel concatenation and its normalised copy,
+        # the largest tensors of the network, are never built (docs/memnet.md: peak memory).
+        bn, weight = self.gate_bn, self.gate_conv.weight
+        out = torch.empty(0)
+        start = 0
+        for i, piece in enumerate(pieces):
+            end = start + piece.shape[1]
+            sl = slice(start, end)
+            mean, var = bn.running_mean[sl], bn.running_var[sl]
+            z = F.batch_norm(piece, mean, var, bn.weight[sl], bn.bias[sl], False, 0.0, bn.eps)
+            y = F.conv2d(F.relu(z, inplace=True), weight[:, sl], self.gate_conv.bias if i == 0 else None)
+            out = y if i == 0 else out.add_(y)
+            start = end
+        return out
 
 
 class MemNet(nn.Module):
@@ -268,9 +287,9 @@ def _variant_hint(layers: Mapping[str, Any]) -> str:
 
 # --------------------------------------------------------------------------------------------- registration
 
-# Peak activation bytes per input pixel, fp32, M6R6 (tests/benchmarks/footprint.py memnet.denoise_blind --size 192,
+# Peak activation bytes per input pixel, fp32, M6R6 (tests/benchmarks/footprint.py memnet.denoise_blind --size 256,
 # CPU); other sizes scale with the channels and with M + R (the last gate's concatenation dominates).
-_FOOTPRINT = 15_600.0
+_FOOTPRINT = 7_000.0
 
 # Receptive-field radius of the weighted sum: conv_in 1 + blocks x recursions x 2 (two 3x3 per recursion)
 # + the 3x3 reconstruction 1; the 1x1 gates add nothing. M6R6: 74 (M10R10: 202, see docs/memnet.md on tiling).
