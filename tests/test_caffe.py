@@ -317,3 +317,19 @@ def test_batchnorm_factor_zero_gives_zero_statistics_as_caffe_does(tmp_path):
     spec = get_arch("memnet")
     sd = read_checkpoint(path, spec, {**spec.default_config, **TINY}, format="caffe")
     assert not sd["recon_bn.0.running_mean"].any() and not sd["recon_bn.0.running_var"].any()
+
+
+def test_m10r10_names_with_two_digit_block_and_recursion_10(tmp_path):
+    # The M10R10 deploy net numbers blocks and recursions 01 … 10 (conv10_10_b, conv_transition_10, conv_end_10).
+    cfg = {"channels": 2, "blocks": 10, "recursions": 10}
+    blobs = _authors_blobs(10, 10, 2, seed=5)
+    assert "conv10_10_b" in blobs and "weight_output_end_10" in blobs
+    path = tmp_path / "MemNet_M10R10_212C64.caffemodel"
+    _write(path, blobs)
+    spec = get_arch("memnet")
+    sd = read_checkpoint(path, spec, {**spec.default_config, **cfg}, format="caffe")
+    net = spec.build(**{**spec.default_config, **cfg})
+    net.load_state_dict(sd)
+    x = torch.rand(1, 1, 6, 7, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        assert torch.allclose(net.eval()(x).output, _caffe_forward(blobs, x, 10, 10), rtol=1e-4, atol=1e-4)

@@ -288,7 +288,7 @@ def _variant_hint(layers: Mapping[str, Any]) -> str:
 # --------------------------------------------------------------------------------------------- registration
 
 # Peak activation bytes per input pixel, fp32, M6R6 (tests/benchmarks/footprint.py memnet.denoise_blind --size 256,
-# CPU); other sizes scale with the channels and with M + R (the last gate's concatenation dominates).
+# CPU); other sizes scale with the channels and with M + R (the states kept for the last gate dominate).
 _FOOTPRINT = 7_000.0
 
 # Receptive-field radius of the weighted sum: conv_in 1 + blocks x recursions x 2 (two 3x3 per recursion)
