@@ -76,17 +76,16 @@ class MemoryBlock(nn.Module):
         # Inference: BatchNorm (running statistics) acts per channel and the 1x1 convolution is linear, so
         # the gate is a sum over the pieces; the (m + R) x C-channel concatenation and its normalised copy,
         # the largest tensors of the network, are never built (docs/memnet.md: peak memory).
-        bn, weight = self.gate_bn, self.gate_conv.weight
-        out = torch.empty(0)
+        bn, conv = self.gate_bn, self.gate_conv
+        out: torch.Tensor | None = None
         start = 0
-        for i, piece in enumerate(pieces):
-            end = start + piece.shape[1]
-            sl = slice(start, end)
-            mean, var = bn.running_mean[sl], bn.running_var[sl]
-            z = F.batch_norm(piece, mean, var, bn.weight[sl], bn.bias[sl], False, 0.0, bn.eps)
-            y = F.conv2d(F.relu(z, inplace=True), weight[:, sl], self.gate_conv.bias if i == 0 else None)
-            out = y if i == 0 else out.add_(y)
-            start = end
+        for piece in pieces:
+            sl = slice(start, start + piece.shape[1])
+            start = sl.stop
+            z = F.batch_norm(piece, bn.running_mean[sl], bn.running_var[sl], bn.weight[sl], bn.bias[sl], eps=bn.eps)
+            y = F.conv2d(F.relu(z, inplace=True), conv.weight[:, sl], conv.bias if out is None else None)
+            out = y if out is None else out.add_(y)
+        assert out is not None and start == conv.in_channels, "the gate's inputs do not add up to its channels"
         return out
 
 

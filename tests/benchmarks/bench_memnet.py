@@ -124,14 +124,21 @@ print(json.dumps({"variant": variant, "seconds": min(times), "peak_over_base_byt
 """
 
 
-def run(variant: str, size: int, repeats: int, threads: int, probe: str) -> dict:
-    out = subprocess.run(
-        [sys.executable, "-c", CHILD, variant, str(size), str(repeats), str(threads), probe, str(Path(__file__))],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+def run(variant: str, size: int, repeats: int, threads: int, probe: str, trials: int) -> dict:
+    """The best of ``trials`` fresh processes (the machine is shared: the minimum is the least disturbed)."""
+    results = []
+    for _ in range(trials):
+        out = subprocess.run(
+            [sys.executable, "-c", CHILD, variant, str(size), str(repeats), str(threads), probe, str(Path(__file__))],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    best = dict(results[0])
+    best["seconds"] = min(r["seconds"] for r in results)
+    best["peak_over_base_bytes"] = min(r["peak_over_base_bytes"] for r in results)
+    return best
 
 
 def main() -> None:
@@ -141,19 +148,21 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--trials", type=int, default=1, help="fresh processes per variant; the best is kept")
     args = ap.parse_args()
+    print(json.dumps({"size": args.size, "threads": args.threads, "torch": torch.__version__}))
     with tempfile.TemporaryDirectory() as tmp:
-        ours = run("ours", args.size, args.repeats, args.threads, f"{tmp}/ours.pt")
+        ours = run("ours", args.size, args.repeats, args.threads, f"{tmp}/ours.pt", args.trials)
         print(json.dumps(ours))
         ref = torch.load(f"{tmp}/ours.pt")
         for variant in ("unshared", "channels_last"):
-            res = run(variant, args.size, args.repeats, args.threads, f"{tmp}/{variant}.pt")
+            res = run(variant, args.size, args.repeats, args.threads, f"{tmp}/{variant}.pt", args.trials)
             diff = float((torch.load(f"{tmp}/{variant}.pt") - ref).abs().max())
             print(
                 json.dumps(
                     {
                         **res,
-                        "max_abs_diff_vs_ours": diff,
+                        "max_rel_diff_vs_ours": diff / float(ref.abs().max()),
                         "time_ratio_vs_ours": res["seconds"] / ours["seconds"],
                         "peak_ratio_vs_ours": res["peak_over_base_bytes"] / ours["peak_over_base_bytes"],
                     }
