@@ -269,9 +269,10 @@ def test_full_size_m6r6_caffemodel_with_the_authors_shapes(tmp_path):
     mean = blobs["bn_conv03_04_b"][0] / blobs["bn_conv03_04_b"][2][0]
     assert torch.allclose(sd["memory.2.bn_b.3.running_mean"], torch.from_numpy(mean), rtol=1e-6)
     x = torch.rand(1, 1, 9, 9, generator=torch.Generator().manual_seed(2))
-    r = Restorer("memnet.denoise_blind", weights=out, device="cpu")
     ref = _caffe_forward(blobs, x, 6, 6).clamp(0, 1)
-    assert torch.allclose(r.run(x), ref, atol=1e-4)
+    for weights in (out, src):  # the converted file, or the .caffemodel itself (read by its suffix)
+        r = Restorer("memnet.denoise_blind", weights=weights, device="cpu")
+        assert torch.allclose(r.run(x), ref, atol=1e-4)
 
 
 def _expect(tmp_path, blobs, message, config=TINY):

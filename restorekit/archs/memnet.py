@@ -312,9 +312,9 @@ SPEC = register_arch(
 _PAPER = "Tai, Yang, Liu, Xu. MemNet: A Persistent Memory Network for Image Restoration. ICCV 2017"
 _PARAMS = 695_497  # M6R6: 678,209 convolution weights and biases + 17,288 BatchNorm γ/β and block output weights
 _NOT_YET = (
-    "restorekit's weights for this model are not published yet: they come from the training issues "
-    "(the authors' Caffe models are not at a pinned, fetchable URL). Use pretrained=False, or weights=FILE "
-    "with a .caffemodel of the authors (restorekit convert FILE.caffemodel OUT --model {name} --from caffe)."
+    "weights not published yet: restorekit's own come from the training issues (the authors' Caffe models are "
+    "not at a pinned, fetchable URL). Meanwhile use pretrained=False, or weights= an authors' M6R6 .caffemodel "
+    "or its conversion (restorekit convert FILE.caffemodel OUT.safetensors --model {name} --from caffe)."
 )
 # The authors' SR results for M6R6 (Y channel, shave = scale), reported in the paper: not yet measured here.
 _REPORTED_SR = {
