@@ -4,4 +4,8 @@ One file per network: the building blocks, the network, its checkpoint remapping
 its pretrained weights, top to bottom.
 """
 
-from . import msrn, spatial_rnn  # noqa: F401
+from . import (  # noqa: F401  (each module registers its architecture and weights)
+    memnet,
+    msrn,
+    spatial_rnn,
+)
