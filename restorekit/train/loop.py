@@ -1,0 +1,481 @@
+"""The training loop: one process or many (``torchrun`` + DistributedDataParallel), checkpoints that resume exactly.
+
+Checkpoint format ``restorekit-train/1`` (``<out>/checkpoints/step_{N:08d}.pt`` and ``last.pt``): a ``torch.save``
+dict that ``torch.load(weights_only=True)`` reads, with keys ``format``, ``step``, ``arch``, ``model_name``,
+``config`` (network config for :func:`restorekit.weights.build_model`), ``model``, ``ema`` (or None),
+``optimizer``, ``scheduler``, ``rng``, ``train_config`` (the resolved :class:`TrainConfig` plus
+``data_description``) and ``metrics`` (the latest validation, ``{"dataset", "metric", "value", "convention"}``).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import math
+import os
+import random
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from ..errors import InputError, RestorekitError
+from . import CHECKPOINT_FORMAT
+from .config import TrainConfig
+
+__all__ = ["Trainer", "fit", "lr_factor", "SCHEDULES", "OPTIMIZERS", "load_checkpoint"]
+
+
+class TrainingError(RestorekitError):
+    """A checkpoint that does not match the run, or a run that cannot continue."""
+
+
+# ------------------------------------------------------------------------------------------------ tables
+
+OPTIMIZERS: dict[str, Callable[[Any, TrainConfig], torch.optim.Optimizer]] = {
+    "sgd": lambda p, c: torch.optim.SGD(p, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay),
+    "adam": lambda p, c: torch.optim.Adam(p, lr=c.lr, betas=tuple(c.betas), weight_decay=c.weight_decay),
+    "adamw": lambda p, c: torch.optim.AdamW(p, lr=c.lr, betas=tuple(c.betas), weight_decay=c.weight_decay),
+}
+
+SCHEDULES: dict[str, Callable[[int, TrainConfig], float]] = {
+    "constant": lambda s, c: 1.0,
+    "step": lambda s, c: c.gamma ** (s // c.decay_steps),
+    "cosine": lambda s, c: (
+        (m := c.min_lr / c.lr)
+        + (1 - m) * 0.5 * (1 + math.cos(math.pi * min(1.0, (s - c.warmup_steps) / max(1, c.steps - c.warmup_steps))))
+    ),
+    "poly": lambda s, c: max(0.0, 1 - s / c.steps) ** c.power,
+}
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """The learning-rate multiplier at ``step``: a linear warm-up over ``warmup_steps``, then the schedule."""
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    return SCHEDULES[cfg.schedule](step, cfg)
+
+
+def _lr_lambda(step: int, *, cfg: dict[str, Any]) -> float:  # a partial of this pickles as plain data
+    return lr_factor(step, TrainConfig.from_dict(cfg))
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+class EMA:
+    """An exponential moving average of a model's parameters (buffers copied), ``decay`` per step."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.module = copy.deepcopy(model).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        for e, p in zip(self.module.parameters(), model.parameters()):
+            e.lerp_(p.detach(), 1 - self.decay)
+        for e, b in zip(self.module.buffers(), model.buffers()):
+            e.copy_(b)
+
+
+def _plain(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=list))
+
+
+def rng_state(consumed: int, per_rank: int) -> dict[str, Any]:
+    """Every random state as tensors and ints (``weights_only``-safe), and the data stream position."""
+    _, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, py_state, py_gauss = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+        "numpy_pos": int(pos),
+        "numpy_gauss": [int(has_gauss), float(gauss)],
+        "python": torch.tensor(py_state, dtype=torch.int64),
+        "python_version": int(version),
+        "python_gauss": None if py_gauss is None else float(py_gauss),
+        "samples_consumed": int(consumed),  # per rank; the sampler's (epoch, offset) follows from it
+        "sampler_epoch": consumed // per_rank,
+        "sampler_offset": consumed % per_rank,
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = [s for s in torch.cuda.get_rng_state_all()]
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(
+        ("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"], *state["numpy_gauss"])
+    )
+    random.setstate((state["python_version"], tuple(int(v) for v in state["python"]), state["python_gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a ``restorekit-train/1`` checkpoint (``weights_only``: no code runs)."""
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:
+        raise TrainingError(f"cannot read the checkpoint {path}: {exc}; delete it to start afresh") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise TrainingError(f"{path} is not a {CHECKPOINT_FORMAT} checkpoint")
+    return ckpt
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _distributed() -> tuple[int, int, int]:
+    """(rank, world size, local rank), initialising the process group when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend)
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
+    return 0, 1, 0
+
+
+def _note(msg: str) -> None:
+    print(f"restorekit-train: {msg}", file=sys.stderr)
+
+
+# ------------------------------------------------------------------------------------------------ trainer
+
+
+class Trainer:
+    """Model, optimiser, schedule, EMA, data and checkpoints of one run; :meth:`fit` runs the loop."""
+
+    def __init__(self, cfg: TrainConfig, *, data: bool = True) -> None:
+        from ..losses import build_loss
+        from ..registry import get_arch, get_record
+        from ..restorer import pick_device
+        from ..weights import build_model
+
+        self.cfg = cfg
+        self.rank, self.world, local = _distributed()
+        rec = get_record(cfg.model)
+        self.record, self.spec = rec, get_arch(cfg.arch or rec.arch)
+        self.arch = self.spec.name
+        self.scale = cfg.scale or rec.scale
+        self.net_config = _plain({**rec.config, **cfg.model_config})
+        device = pick_device(cfg.device)
+        if device.type == "cuda" and self.world > 1:
+            device = torch.device("cuda", local)
+        self.device = device
+        self.out = Path(cfg.out)
+        self.data_description: list[str] = []
+        self.dataset = None
+        if data:  # build (and validate) the data before the model: bad folders fail fast
+            self._build_data()
+        torch.manual_seed(cfg.seed)
+        self.model = build_model(self.arch, self.net_config).to(device).train()
+        self.mask_channels = int(getattr(self.model, "mask_channels", 0))
+        cuda = device.type == "cuda"
+        if cfg.channels_last and cuda:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.channels_last = cfg.channels_last and cuda
+        self.bf16 = cfg.bf16 and cuda
+        if (cfg.bf16 or cfg.channels_last) and not cuda and self.rank == 0 and data:
+            _note("bf16 and channels_last apply on CUDA only; training in fp32 on " + device.type)
+        self.ema = EMA(self.model, cfg.ema_decay) if cfg.ema_decay else None
+        self.optimizer = OPTIMIZERS[cfg.optimizer](self.model.parameters(), cfg)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, functools.partial(_lr_lambda, cfg=cfg.to_dict())
+        )
+        loss_args = dict(cfg.loss_args)
+        if cfg.loss == "dsrir" and cfg.vgg_weights:
+            loss_args.setdefault("vgg_weights", cfg.vgg_weights)
+        self.criterion = build_loss(cfg.loss, **loss_args).to(device)
+        self.ddp = None
+        if self.world > 1:
+            self.ddp = nn.parallel.DistributedDataParallel(self.model, device_ids=[device.index] if cuda else None)
+        forward = self.ddp or self.model
+        self.forward = torch.compile(forward) if cfg.compile else forward
+        self.step = 0
+        self.metrics: list[dict[str, Any]] = []
+        self._stop = False
+
+    # -------------------------------------------------------------------- data
+    def _build_data(self) -> None:
+        from .data import EpochSampler, TrainDataset, find_items
+
+        cfg = self.cfg
+        items, self.data_description = find_items(cfg.data, cfg.data_kind, self.scale)
+        self.dataset = TrainDataset(
+            items,
+            patch=cfg.patch_size,
+            scale=self.scale,
+            degradations=cfg.degradations,
+            in_channels=self.record.in_channels,
+            pre_upsample=self.record.pre_upsample,
+            seed=cfg.seed,
+            augment=cfg.augment,
+            cache_bytes=cfg.cache_bytes,
+        )
+        self._sampler_type = EpochSampler
+
+    def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The batch stream from the current step on (the same samples whether resumed or not)."""
+        from torch.utils.data import DataLoader
+
+        assert self.dataset is not None
+        sampler = self._sampler_type(
+            len(self.dataset),
+            seed=self.cfg.seed,
+            rank=self.rank,
+            world=self.world,
+            start=self.step * self.cfg.batch_size,
+        )
+        self.per_rank = sampler.per_rank
+        loader = DataLoader(
+            self.dataset,
+            batch_size=self.cfg.batch_size,
+            sampler=sampler,
+            num_workers=self.cfg.workers,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=False,
+        )
+        return iter(loader)
+
+    # -------------------------------------------------------------------- one step
+    def _inputs(self, inp: torch.Tensor, tgt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        vr = float(self.spec.value_range)
+        inp = inp.to(self.device, non_blocking=True)
+        tgt = tgt.to(self.device, non_blocking=True)
+        if vr != 1.0:  # MSRN works in 0-255; a mask channel stays 0/1
+            c = inp.shape[1] - self.mask_channels
+            inp = torch.cat([inp[:, :c] * vr, inp[:, c:]], 1)
+            tgt = tgt * vr
+        if self.channels_last:
+            inp = inp.contiguous(memory_format=torch.channels_last)
+        return inp, tgt
+
+    def loss(self, inp: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.bf16):
+            out = self.forward(inp)
+        out = _to_float(out)
+        if getattr(self.criterion, "needs_input", False):
+            return self.criterion(out, tgt, inputs=inp.float())
+        return self.criterion(out, tgt)
+
+    def train_step(self, inp: torch.Tensor, tgt: torch.Tensor) -> float:
+        """One optimiser step on a batch in [0, 1]; returns the loss."""
+        inp, tgt = self._inputs(inp, tgt)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.loss(inp, tgt)
+        if not torch.isfinite(loss):
+            raise TrainingError(
+                f"the loss became {float(loss)} at step {self.step}; lower --lr or set --grad-clip, then resume from "
+                "an earlier checkpoint"
+            )
+        loss.backward()
+        if self.cfg.grad_clip:
+            limit = self.cfg.grad_clip
+            if self.cfg.grad_clip_mode == "adjustable":  # MemNet/VDSR: the limit shrinks as the lr grows
+                limit = limit / self.optimizer.param_groups[0]["lr"]
+            nn.utils.clip_grad_norm_(self.model.parameters(), limit)
+        self.optimizer.step()
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
+        self.step += 1
+        return float(loss.detach())
+
+    # -------------------------------------------------------------------- checkpoints
+    def state(self) -> dict[str, Any]:
+        cfg = {**self.cfg.to_dict(), "data_description": list(self.data_description)}
+        per_rank = getattr(self, "per_rank", 1)
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "step": self.step,
+            "arch": self.arch,
+            "model_name": self.record.name,
+            "config": self.net_config,
+            "model": self.model.state_dict(),
+            "ema": None if self.ema is None else self.ema.module.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": rng_state(self.step * self.cfg.batch_size, per_rank),
+            "train_config": cfg,
+            "metrics": list(self.metrics),
+        }
+
+    def save(self) -> Path | None:
+        """Write ``step_{N:08d}.pt`` and ``last.pt`` (rank 0 only); returns the step file."""
+        if self.rank != 0:
+            return None
+        state = self.state()
+        folder = self.out / "checkpoints"
+        path = folder / f"step_{self.step:08d}.pt"
+        _atomic_save(state, path)
+        _atomic_save(state, folder / "last.pt")
+        return path
+
+    def load(self, path: str | os.PathLike[str]) -> None:
+        ckpt = load_checkpoint(path, self.device)
+        if ckpt["arch"] != self.arch or ckpt["model_name"] != self.record.name or ckpt["config"] != self.net_config:
+            raise TrainingError(
+                f"{path} was trained for {ckpt['model_name']} ({ckpt['arch']}, {ckpt['config']}), not "
+                f"{self.record.name} ({self.net_config}); pass another --out or delete the checkpoints"
+            )
+        self.model.load_state_dict(ckpt["model"])
+        if self.ema is not None and ckpt["ema"] is not None:
+            self.ema.module.load_state_dict(ckpt["ema"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        set_rng_state(ckpt["rng"])
+        self.step = int(ckpt["step"])
+        self.metrics = list(ckpt.get("metrics") or [])
+
+    # -------------------------------------------------------------------- validation
+    def validate(self) -> list[dict[str, Any]]:
+        """PSNR/SSIM of the (EMA) weights on ``val_data`` through :func:`restorekit.evaluate` and the Restorer."""
+        from ..evaluate import evaluate
+        from ..weights import save_weights
+
+        cfg = self.cfg
+        if self.mask_channels:
+            _note(f"validation skipped: {self.record.name} needs masks, which the eval runner does not make")
+            return []
+        spec = cfg.val_degradation or next((d for d in cfg.degradations if "-" not in d.partition(":")[2]), None)
+        module = self.ema.module if self.ema is not None else self.model
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "weights.safetensors"
+            save_weights(path, module.state_dict(), arch=self.arch, config=self.net_config, name=self.record.name)
+            was = module.training
+            result = evaluate(
+                self.record.name,
+                cfg.val_data,
+                degradation=spec if spec and not spec.startswith("bicubic") else None,
+                weights=path,
+                device=self.device,
+                seed=cfg.seed,
+                progress=False,
+            )
+            module.train(was)
+        name = Path(cfg.val_data).name
+        conv = result.convention.name
+        self.metrics = [
+            {"dataset": name, "metric": "psnr", "value": float(result.psnr), "convention": conv},
+            {"dataset": name, "metric": "ssim", "value": float(result.ssim), "convention": conv},
+        ]
+        return self.metrics
+
+    # -------------------------------------------------------------------- the loop
+    def _log(self, record: dict[str, Any]) -> None:
+        if self.rank == 0:
+            with open(self.out / "log.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def request_stop(self, *_: Any) -> None:
+        self._stop = True
+
+    def _should_stop(self) -> bool:
+        if self.world == 1:
+            return self._stop
+        flag = torch.tensor([1.0 if self._stop else 0.0], device=self.device)
+        dist.all_reduce(flag)  # every rank stops at the same step, or the others would wait forever
+        return bool(flag.item())
+
+    def fit(self, *, progress: bool = True, stop_at: int | None = None) -> dict[str, Any]:
+        """Train to ``cfg.steps`` (or ``stop_at``, as an interruption would), checkpointing on the way."""
+        from tqdm.auto import tqdm
+
+        cfg = self.cfg
+        if self.rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "config.json").write_text(
+                json.dumps({**cfg.to_dict(), "data_description": self.data_description}, indent=2) + "\n"
+            )
+        last = self.out / "checkpoints" / "last.pt"
+        if cfg.resume and last.is_file():
+            self.load(last)
+            if self.rank == 0:
+                _note(f"resumed from {last} at step {self.step}")
+        handlers = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                handlers[sig] = signal.signal(sig, self.request_stop)
+        end = min(cfg.steps, stop_at) if stop_at is not None else cfg.steps
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=not progress or self.rank != 0, unit="step")
+        losses: list[float] = []
+        t0, done0 = time.perf_counter(), self.step
+        last_loss = float("nan")
+        try:
+            batches = self.batches() if self.step < end else iter(())
+            while self.step < end:
+                inp, tgt = next(batches)
+                last_loss = self.train_step(inp, tgt)
+                losses.append(last_loss)
+                if self.step % cfg.log_interval == 0 or self.step == end:
+                    rate = (self.step - done0) * cfg.batch_size * self.world / max(time.perf_counter() - t0, 1e-9)
+                    lr = self.optimizer.param_groups[0]["lr"]
+                    self._log({"step": self.step, "loss": sum(losses) / len(losses), "lr": lr, "patches_per_s": rate})
+                    bar.set_postfix(loss=f"{sum(losses) / len(losses):.4g}", patches_s=f"{rate:.1f}")
+                    losses = []
+                bar.update(1)
+                if cfg.val_data and cfg.val_interval and self.step % cfg.val_interval == 0 and self.rank == 0:
+                    self._log({"step": self.step, "val": {m["metric"]: m["value"] for m in self.validate()}})
+                if self.step % cfg.checkpoint_interval == 0 and self.step < end:
+                    self.save()
+                if self._should_stop():
+                    _note(f"stopped at step {self.step}; run the same command to resume")
+                    break
+            if cfg.val_data and self.step == cfg.steps and self.rank == 0 and not cfg.val_interval:
+                self._log({"step": self.step, "val": {m["metric"]: m["value"] for m in self.validate()}})
+            self.save()
+        finally:
+            bar.close()
+            for sig, old in handlers.items():
+                signal.signal(sig, old)
+        return {"step": self.step, "out": str(self.out), "loss": last_loss, "metrics": list(self.metrics)}
+
+    def close(self) -> None:
+        if self.world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _to_float(out: Any) -> Any:
+    if isinstance(out, torch.Tensor):
+        return out.float()
+    if isinstance(out, (list, tuple)):
+        converted = [_to_float(o) for o in out]
+        if hasattr(out, "_fields"):  # a namedtuple (MemNet's output)
+            return type(out)(*converted)
+        return type(out)(converted)
+    return out
+
+
+def fit(cfg: TrainConfig, *, progress: bool = True, stop_at: int | None = None) -> dict[str, Any]:
+    """Train ``cfg`` (resuming from ``<out>/checkpoints/last.pt`` when there is one); returns a summary."""
+    if not cfg.data:
+        raise InputError("no training data: set data (--data FOLDER)")
+    trainer = Trainer(cfg)
+    try:
+        return trainer.fit(progress=progress, stop_at=stop_at)
+    finally:
+        trainer.close()

@@ -1,0 +1,291 @@
+"""restorekit-train: config precedence, data pipeline, per-architecture steps, exact resume, the CLI."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from restorekit.errors import InputError, RestorekitError
+from restorekit.registry import get_arch, get_record, list_archs, list_models
+from restorekit.train import CHECKPOINT_FORMAT
+from restorekit.train.config import PRESETS, TrainConfig, resolve
+from restorekit.train.data import EpochSampler, TrainDataset, find_items
+from restorekit.train.loop import Trainer, fit, lr_factor
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _write_images(folder: Path, n: int = 4, size: tuple[int, int] = (40, 48), seed: int = 0) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.RandomState(seed)
+    for i in range(n):
+        # smooth-ish content so denoising has something to learn
+        base = rng.rand(size[0] // 8 + 1, size[1] // 8 + 1, 3)
+        img = np.kron(base, np.ones((8, 8, 1)))[: size[0], : size[1]]
+        Image.fromarray((img * 255).astype(np.uint8)).save(folder / f"img{i}.png")
+    return folder
+
+
+@pytest.fixture
+def images(tmp_path):
+    return _write_images(tmp_path / "clean")
+
+
+def _tiny_cfg(name: str, data: Path, out: Path, **kw) -> TrainConfig:
+    arch = get_record(name).arch
+    values = dict(
+        data=[str(data)],
+        out=str(out),
+        model_config=dict(get_arch(arch).tiny_config),
+        patch_size=8 if arch == "msrn" else 16,
+        batch_size=2,
+        steps=4,
+        workers=0,
+        log_interval=1,
+        checkpoint_interval=1000,
+    )
+    values.update(kw)
+    return resolve(name, overrides=values)
+
+
+# ------------------------------------------------------------------------------------------------ config
+
+
+def test_every_registered_model_has_a_preset():
+    assert set(PRESETS) == set(list_models())
+    for name in list_models():
+        p = PRESETS[name]
+        assert p["model"] == name and p["loss"] and p["optimizer"] and p["patch_size"] > 0
+    assert PRESETS["msrn.sr_x4"]["degradations"] == ["bicubic:4"]
+    assert PRESETS["msrn.sr_x4"]["patch_size"] == 48 and PRESETS["msrn.sr_x4"]["loss"] == "l1"
+    mem = PRESETS["memnet.denoise_s50"]
+    assert (mem["optimizer"], mem["lr"], mem["grad_clip_mode"], mem["patch_size"]) == ("sgd", 0.1, "adjustable", 31)
+    assert mem["degradations"] == ["noise:50"]
+    rnn = PRESETS["spatial_rnn.denoise"]
+    assert (rnn["schedule"], rnn["power"], rnn["grad_clip"], rnn["batch_size"]) == ("poly", 2.0, 50.0, 20)
+    assert PRESETS["spatial_rnn.inpaint"]["degradations"] == ["mask:0.5"]
+
+
+def test_config_precedence_preset_then_file_then_flags(tmp_path):
+    toml = tmp_path / "c.toml"
+    toml.write_text('model = "spatial_rnn.denoise"\nlr = 0.01\nbatch_size = 7\n[loss_args]\n')
+    js = tmp_path / "c.json"
+    js.write_text(json.dumps({"model": "spatial_rnn.denoise", "lr": 0.01, "batch_size": 7}))
+    for path in ([toml] if sys.version_info >= (3, 11) else []) + [js]:
+        cfg = resolve(file=path, overrides={"batch_size": 3, "steps": None})
+        assert cfg.lr == 0.01  # file over preset (1e-4)
+        assert cfg.batch_size == 3  # flag over file
+        assert cfg.steps == 20_000 and cfg.patch_size == 64  # preset where nobody says otherwise
+    with pytest.raises(InputError, match="unknown training option"):
+        resolve("msrn.sr_x4", overrides={"learning_rate": 1})
+    with pytest.raises(InputError, match="optimizer"):
+        resolve("msrn.sr_x4", overrides={"optimizer": "lion"})
+    with pytest.raises(InputError, match="which model"):
+        resolve()
+
+
+def test_lr_schedules_by_hand():
+    c = TrainConfig(lr=1.0, steps=100, schedule="cosine", warmup_steps=10, min_lr=0.1)
+    assert lr_factor(0, c) == pytest.approx(0.1) and lr_factor(9, c) == pytest.approx(1.0)
+    assert lr_factor(10, c) == pytest.approx(1.0) and lr_factor(100, c) == pytest.approx(0.1)
+    assert lr_factor(55, c) == pytest.approx(0.1 + 0.9 * 0.5)
+    c = TrainConfig(lr=1.0, steps=100, schedule="poly", power=2.0)
+    assert lr_factor(50, c) == pytest.approx(0.25)
+    c = TrainConfig(lr=1.0, steps=100, schedule="step", decay_steps=30, gamma=0.5)
+    assert [lr_factor(s, c) for s in (0, 29, 30, 61)] == [1.0, 1.0, 0.5, 0.25]
+
+
+# ------------------------------------------------------------------------------------------------ data
+
+
+def test_bad_data_folders(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        find_items([str(tmp_path / "nope")])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="holds no images"):
+        find_items([str(tmp_path / "empty")])
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for i in range(2):
+        (bad / f"x{i}.png").write_bytes(b"\x89PNG not really")
+    items, _ = find_items([str(bad)])
+    with pytest.warns(UserWarning, match="cannot decode") as rec, pytest.raises(InputError, match="none could be"):
+        TrainDataset(items, patch=8, degradations=["noise:25"])
+    assert len(rec) == 2  # one warning per file
+    _write_images(bad, n=2)
+    items, _ = find_items([str(bad)])
+    with pytest.warns(UserWarning, match="cannot decode") as rec:
+        ds = TrainDataset(items, patch=8, degradations=["noise:25"])
+    assert len(ds) == 2 and len(rec) == 2
+    with pytest.raises(InputError, match="no degradation"):
+        TrainDataset(items[2:], patch=8)
+
+
+def test_bad_data_fails_before_the_model_is_built(tmp_path):
+    cfg = resolve("spatial_rnn.denoise", overrides={"data": [str(tmp_path / "missing")], "out": str(tmp_path / "o")})
+    with pytest.raises(InputError, match="does not exist"):
+        fit(cfg, progress=False)
+    assert not (tmp_path / "o").exists()
+
+
+def test_samples_are_seeded_by_epoch_and_index(images):
+    items, _ = find_items([str(images)])
+    ds = TrainDataset(items, patch=16, degradations=["noise:0-55", "jpeg:10-40", "rain"], seed=3)
+    a, b = ds[(2, 1)], ds[(2, 1)]
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert not torch.equal(ds[(3, 1)][0], a[0])
+    assert a[0].shape == a[1].shape == (3, 16, 16)
+
+
+def test_sr_paired_crops_are_aligned(tmp_path):
+    lr = np.random.RandomState(0).randint(0, 256, (12, 16, 3), dtype=np.uint8)
+    hr = np.kron(lr, np.ones((4, 4, 1), dtype=np.uint8))  # 4x4 blocks: flips and rotations commute with ::4
+    for sub, arr in (("HR", hr), ("LR", lr)):
+        (tmp_path / sub).mkdir()
+        Image.fromarray(arr).save(tmp_path / sub / "a.png")
+    items, desc = find_items([str(tmp_path)], scale=4)
+    assert "LR/HR" in desc[0]
+    ds = TrainDataset(items, patch=6, scale=4)
+    for epoch in range(5):
+        inp, tgt = ds[(epoch, 0)]
+        assert inp.shape == (3, 6, 6) and tgt.shape == (3, 24, 24)
+        assert torch.equal(inp, tgt[:, ::4, ::4])
+
+
+def test_clean_sr_gives_lr_and_hr_and_masks_ride_along(images):
+    items, _ = find_items([str(images)])
+    inp, tgt = TrainDataset(items, patch=8, scale=4, degradations=["bicubic:4"])[(0, 0)]
+    assert inp.shape == (3, 8, 8) and tgt.shape == (3, 32, 32)
+    inp, tgt = TrainDataset(items, patch=16, degradations=["mask:0.5"])[(0, 0)]
+    assert inp.shape == (4, 16, 16) and set(inp[3].unique().tolist()) <= {0.0, 1.0}
+    assert torch.equal(inp[:3], tgt * inp[3:])
+    inp, tgt = TrainDataset(items, patch=16, in_channels=1, degradations=["noise:25"])[(0, 0)]
+    assert inp.shape == tgt.shape == (1, 16, 16)
+
+
+def test_csv_lists_with_per_row_degradations(images, tmp_path):
+    (tmp_path / "list.csv").write_text("target,degradation\nclean/img0.png,noise:25\nclean/img1.png,rain\n")
+    items, desc = find_items([str(tmp_path / "list.csv")])
+    assert [i.degradation for i in items] == ["noise:25", "rain"] and "csv" in desc[0]
+    ds = TrainDataset(items, patch=16)
+    assert ds[(0, 0)][0].shape == (3, 16, 16)
+
+
+def test_sampler_shards_are_a_split_of_the_single_process_stream():
+    one = EpochSampler(10, seed=1)
+    stream = [k for _, k in zip(range(12), iter(one))]
+    r0 = [k for _, k in zip(range(3), iter(EpochSampler(10, seed=1, rank=0, world=2)))]
+    r1 = [k for _, k in zip(range(3), iter(EpochSampler(10, seed=1, rank=1, world=2)))]
+    assert sorted(r0 + r1) == sorted(stream[:6])
+    resumed = [k for _, k in zip(range(5), iter(EpochSampler(10, seed=1, start=7)))]
+    assert resumed == stream[7:12]
+
+
+# ------------------------------------------------------------------------------------------------ training
+
+
+@pytest.mark.parametrize("arch", list_archs())
+def test_a_few_steps_lower_the_loss_on_a_fixed_batch(arch, images, tmp_path):
+    name = get_record(arch).name
+    # Adam at 1e-3 instead of each paper's optimiser: a handful of steps must move a random tiny net.
+    cfg = _tiny_cfg(name, images, tmp_path / "out", optimizer="adam", lr=1e-3, schedule="constant", warmup_steps=0)
+    trainer = Trainer(cfg)
+    inp, tgt = next(trainer.batches())
+    losses = [trainer.train_step(inp, tgt) for _ in range(8)]
+    assert all(math.isfinite(v) for v in losses)
+    assert losses[-1] < losses[0], losses
+
+
+def _state(path: Path) -> dict:
+    return torch.load(path, weights_only=True)
+
+
+def test_resume_is_exact(images, tmp_path):
+    kw = dict(ema_decay=0.9, steps=6, grad_clip=1.0)
+    straight = _tiny_cfg("spatial_rnn.denoise", images, tmp_path / "a", **kw)
+    fit(straight, progress=False)
+    split = _tiny_cfg("spatial_rnn.denoise", images, tmp_path / "b", **kw)
+    fit(split, progress=False, stop_at=3)
+    assert _state(tmp_path / "b" / "checkpoints" / "last.pt")["step"] == 3
+    fit(split, progress=False)
+    a, b = _state(tmp_path / "a/checkpoints/last.pt"), _state(tmp_path / "b/checkpoints/last.pt")
+    assert a["step"] == b["step"] == 6
+    for key in ("model", "ema"):
+        assert a[key].keys() == b[key].keys()
+        assert all(torch.equal(a[key][k], b[key][k]) for k in a[key]), key
+    for s, t in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        assert all(torch.equal(s[k], t[k]) if torch.is_tensor(s[k]) else s[k] == t[k] for k in s)
+    assert a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"] == 6
+    log = [json.loads(line) for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3, 4, 5, 6]
+    straight_log = [json.loads(line) for line in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
+    assert [r["loss"] for r in log] == [r["loss"] for r in straight_log]
+
+
+def test_checkpoint_format(images, tmp_path):
+    cfg = _tiny_cfg("msrn.sr_x2", images, tmp_path / "o", steps=2, checkpoint_interval=1, patch_size=8)
+    fit(cfg, progress=False)
+    folder = tmp_path / "o" / "checkpoints"
+    assert sorted(p.name for p in folder.iterdir()) == ["last.pt", "step_00000001.pt", "step_00000002.pt"]
+    ck = _state(folder / "last.pt")
+    assert ck["format"] == CHECKPOINT_FORMAT and ck["step"] == 2
+    assert (ck["arch"], ck["model_name"]) == ("msrn", "msrn.sr_x2")
+    assert ck["ema"] is None and isinstance(ck["rng"]["torch"], torch.Tensor)
+    assert ck["train_config"]["model"] == "msrn.sr_x2" and ck["train_config"]["data_description"]
+    from restorekit.weights import build_model
+
+    net = build_model(ck["arch"], ck["config"])
+    net.load_state_dict(ck["model"])
+    assert json.loads((tmp_path / "o" / "config.json").read_text())["patch_size"] == 8
+    other = _tiny_cfg("msrn.sr_x3", images, tmp_path / "o", steps=3, patch_size=8)
+    with pytest.raises(RestorekitError, match="msrn.sr_x2"):
+        fit(other, progress=False)
+
+
+def test_validation_is_logged_with_a_convention(images, tmp_path):
+    val = _write_images(tmp_path / "val", n=2, size=(24, 24), seed=5)
+    cfg = _tiny_cfg(
+        "spatial_rnn.denoise", images, tmp_path / "o", steps=2, val_data=str(val), val_degradation="noise:25"
+    )
+    summary = fit(cfg, progress=False)
+    metrics = {m["metric"]: m for m in summary["metrics"]}
+    assert metrics["psnr"]["dataset"] == "val" and metrics["psnr"]["convention"] == "full_image"
+    assert 0 < metrics["psnr"]["value"] < 60
+    log = [json.loads(line) for line in (tmp_path / "o" / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["val"]["psnr"] == pytest.approx(metrics["psnr"]["value"])
+    assert _state(tmp_path / "o/checkpoints/last.pt")["metrics"] == summary["metrics"]
+
+
+def test_cli_fit_end_to_end(images, tmp_path):
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"steps": 100, "lr": 0.5}))
+    tiny = json.dumps(dict(get_arch("spatial_rnn").tiny_config))
+    cmd = [sys.executable, "-m", "restorekit.train", "fit", "--preset", "spatial_rnn.denoise", "--config", str(cfg)]
+    cmd += ["--data", str(images), "--out", str(tmp_path / "run"), "--steps", "3", "--batch-size", "2"]
+    cmd += ["--patch-size", "16", "--workers", "1", "--model-config", tiny, "--log-interval", "1", "--quiet"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RESTOREKIT_SCAN_BACKEND": "reference"}  # no per-test build
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    resolved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert resolved["steps"] == 3 and resolved["lr"] == 0.5 and resolved["optimizer"] == "sgd"
+    assert len((tmp_path / "run" / "log.jsonl").read_text().splitlines()) == 3
+    assert _state(tmp_path / "run" / "checkpoints" / "last.pt")["step"] == 3
+    bad = subprocess.run(
+        cmd[:6] + ["--data", str(tmp_path / "nope")], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert bad.returncode == 2 and "does not exist" in bad.stderr
+
+
+def test_training_warnings_do_not_leak(images):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        items, _ = find_items([str(images)])
+        TrainDataset(items, patch=16, degradations=["noise:25"])[(0, 0)]
