@@ -289,3 +289,34 @@ def test_training_warnings_do_not_leak(images):
         warnings.simplefilter("error")
         items, _ = find_items([str(images)])
         TrainDataset(items, patch=16, degradations=["noise:25"])[(0, 0)]
+
+
+def test_sigterm_saves_and_the_same_command_resumes(images, tmp_path):
+    import signal
+    import time
+
+    tiny = json.dumps(dict(get_arch("msrn").tiny_config))
+    cmd = [sys.executable, "-m", "restorekit.train", "fit", "--preset", "msrn.sr_x2", "--data", str(images)]
+    cmd += ["--out", str(tmp_path / "run"), "--batch-size", "2", "--patch-size", "8"]
+    cmd += ["--workers", "0", "--model-config", tiny, "--log-interval", "1", "--quiet", "--steps"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(cmd + ["100000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    log = tmp_path / "run" / "log.jsonl"
+    try:
+        deadline = time.monotonic() + 90
+        while not (log.is_file() and len(log.read_text().splitlines()) >= 3):
+            assert time.monotonic() < deadline and proc.poll() is None, proc.stderr and proc.stderr.read()
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0 and "stopped at step" in err, err
+    stopped = _state(tmp_path / "run" / "checkpoints" / "last.pt")["step"]
+    steps = [json.loads(line)["step"] for line in log.read_text().splitlines()]
+    assert stopped == steps[-1] >= 3
+    more = cmd + [str(stopped + 2)]
+    assert subprocess.run(more, capture_output=True, text=True, timeout=60, env=env).returncode == 0
+    steps = [json.loads(line)["step"] for line in log.read_text().splitlines()]
+    assert steps == list(range(1, stopped + 3))

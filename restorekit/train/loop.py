@@ -428,7 +428,13 @@ class Trainer:
         try:
             batches = self.batches() if self.step < end else iter(())
             while self.step < end:
-                inp, tgt = next(batches)
+                try:
+                    inp, tgt = next(batches)
+                except Exception:
+                    if self._stop:  # Ctrl-C also reached the loader's workers: stop cleanly all the same
+                        _note(f"stopped at step {self.step}; run the same command to resume")
+                        break
+                    raise
                 last_loss = self.train_step(inp, tgt)
                 losses.append(last_loss)
                 if self.step % cfg.log_interval == 0 or self.step == end:
