@@ -320,3 +320,19 @@ def test_sigterm_saves_and_the_same_command_resumes(images, tmp_path):
     assert subprocess.run(more, capture_output=True, text=True, timeout=60, env=env).returncode == 0
     steps = [json.loads(line)["step"] for line in log.read_text().splitlines()]
     assert steps == list(range(1, stopped + 3))
+
+
+def test_fine_tuning_starts_from_a_weights_file(images, tmp_path):
+    from restorekit.weights import build_model, save_weights
+
+    config = {**get_record("msrn.sr_x2").config, **get_arch("msrn").tiny_config}
+    torch.manual_seed(123)
+    start = build_model("msrn", config)
+    path = tmp_path / "start.safetensors"
+    save_weights(path, start.state_dict(), arch="msrn", config=config, name="msrn.sr_x2")
+    cfg = _tiny_cfg("msrn.sr_x2", images, tmp_path / "o", init_weights=str(path), patch_size=8)
+    trainer = Trainer(cfg)
+    assert all(torch.equal(a, b) for a, b in zip(trainer.model.state_dict().values(), start.state_dict().values()))
+    wrong = _tiny_cfg("msrn.sr_x2", images, tmp_path / "p", init_weights=str(path), model_config={"n_feats": 8})
+    with pytest.raises(RestorekitError):
+        Trainer(wrong)

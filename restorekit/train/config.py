@@ -66,6 +66,7 @@ class TrainConfig:
     device: str = "auto"
     cache_bytes: int = 2 << 30  # decoded images kept in memory up to this many bytes
     augment: bool = True  # random flips and 90-degree rotations
+    init_weights: str = ""  # fine-tuning: "pretrained" (the model's published weights) or a weights file
     vgg_weights: str = ""  # DSRIR's contrastive term: a local VGG19 state dict (term skipped when empty)
     out: str = "runs/train"
     resume: bool = True  # continue from <out>/checkpoints/last.pt when it exists

@@ -193,6 +193,8 @@ class Trainer:
             self._build_data()
         torch.manual_seed(cfg.seed)
         self.model = build_model(self.arch, self.net_config).to(device).train()
+        if cfg.init_weights:  # fine-tune: start from published weights or a file (a resumed run overrides them)
+            self._init_weights(cfg.init_weights)
         self.mask_channels = int(getattr(self.model, "mask_channels", 0))
         cuda = device.type == "cuda"
         if cfg.channels_last and cuda:
@@ -218,6 +220,21 @@ class Trainer:
         self.step = 0
         self.metrics: list[dict[str, Any]] = []
         self._stop = False
+
+    def _init_weights(self, source: str) -> None:
+        from ..weights import load_model
+
+        if source == "pretrained":
+            start = load_model(self.record.name)
+        else:
+            start = load_model(self.record.name, weights=source)
+        try:
+            self.model.load_state_dict(start.state_dict())
+        except RuntimeError as exc:
+            raise TrainingError(
+                f"init_weights {source} does not fit {self.record.name} with config {self.net_config}: {exc}. "
+                "Drop --model-config so the network matches the weights."
+            ) from None
 
     # -------------------------------------------------------------------- data
     def _build_data(self) -> None:
