@@ -287,6 +287,17 @@ def test_push_with_a_wrong_token_is_refused(tmp_path, upload_hub, monkeypatch):
         push_folder(folder, "no-namespace")
 
 
+def test_push_through_xet_to_a_server_without_it_says_what_to_do(tmp_path, upload_hub, monkeypatch):
+    pytest.importorskip("hf_xet")  # with hf_xet installed, its path is huggingface_hub's default
+    monkeypatch.setattr(hf_constants, "HF_HUB_DISABLE_XET", False)
+    folder = tmp_path / "f"
+    folder.mkdir()
+    (folder / "w.safetensors").write_bytes(os.urandom(2048))
+    with pytest.raises(PushError, match="HF_HUB_DISABLE_XET=1"):
+        push_folder(folder, REPO)
+    assert ("GET", f"/api/models/{REPO}/xet-write-token/main") in upload_hub.requests
+
+
 def test_server_refuses_lfs_bytes_that_do_not_match(upload_hub):
     import hashlib
 

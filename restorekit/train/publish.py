@@ -485,7 +485,13 @@ def _hf_error(exc: Exception, repo_id: str, endpoint: str) -> PushError:
         )
     if status is not None:
         return PushError(f"upload to {repo_id} at {endpoint} failed with HTTP {status}: {detail}")
-    return PushError(f"upload to {repo_id} at {endpoint} failed: {type(exc).__name__}: {detail}")
+    hint = ""
+    if "xet" in detail.lower():  # hf_xet's own client error: the endpoint may not offer Xet storage at all
+        hint = (
+            ". The Xet storage upload failed; if this endpoint has no Xet storage, set HF_HUB_DISABLE_XET=1 in the "
+            "environment to upload through git-LFS instead"
+        )
+    return PushError(f"upload to {repo_id} at {endpoint} failed: {type(exc).__name__}: {detail}{hint}")
 
 
 def push_folder(
