@@ -166,6 +166,11 @@ def test_export_by_step_and_errors(run, tmp_path):
     with pytest.raises(ExportError, match="'ema' or 'model'"):
         export_run(run, tmp_path / "o", weights="best")
 
+    with pytest.raises(ExportError, match="'memnet.nope', which is not a registered model.*--name"):
+        export_run(run, tmp_path / "o", name="memnet.nope")
+    with pytest.raises(ExportError, match="holds a 'memnet' network, but msrn.sr_x2 is a 'msrn' model"):
+        export_run(run, tmp_path / "o", name="msrn.sr_x2")
+
     # A foreign checkpoint (an authors' state dict) and a corrupt file are refused with what to do instead.
     foreign = run / "checkpoints" / "foreign.pt"
     torch.save(build_model("memnet", _tiny_config()).state_dict(), foreign)
@@ -191,6 +196,19 @@ def test_export_by_step_and_errors(run, tmp_path):
     torch.save(ckpt, run / "checkpoints" / "huge.pt")
     with pytest.raises(ExportError, match="not finite in float16.*--dtype float32"):
         export_run(run, tmp_path / "o", checkpoint="huge.pt")
+
+
+def test_export_unwraps_ddp_and_averaged_model_keys(tmp_path):
+    run = make_run(tmp_path)
+    ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    ema = ckpt["ema"]
+    # torch.optim.swa_utils.AveragedModel's state dict: the network under "module." and a step counter.
+    ckpt["ema"] = {**{f"module.{k}": v for k, v in ema.items()}, "n_averaged": torch.tensor(20)}
+    torch.save(ckpt, run / "checkpoints" / "last.pt")
+    state, _ = read_weights(export_run(run, tmp_path / "o").weights)
+    assert set(state) == set(ema) and all(
+        torch.equal(state[k], v.half() if v.is_floating_point() else v) for k, v in ema.items()
+    )
 
 
 def test_exported_fp16_file_round_trips_through_the_restorer(run, tmp_path):

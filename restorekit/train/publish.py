@@ -259,6 +259,10 @@ def export_run(
     if not isinstance(ckpt["config"], Mapping):
         raise ExportError(f"{path}: the checkpoint's 'config' is not a mapping")
     config = {**spec.default_config, **ckpt["config"]}
+    if spec.config_for_scale is not None:
+        wrong = {k: config.get(k) for k, v in spec.config_for_scale(record.scale).items() if config.get(k) != v}
+        if wrong:
+            raise ExportError(f"{path} was trained with {wrong}, but {model_name} is a x{record.scale} model")
     _load_state(build_model(arch, config), state, str(path), error=ExportError)  # fits, before writing anything
     state = _cast(state, dtype, path)
 
