@@ -32,21 +32,21 @@ TOKEN = "hf_test_write_token"
 METRICS = [{"dataset": "val", "metric": "psnr", "value": 27.5, "convention": "full_image"}]
 
 
-def _tiny_config() -> dict:
-    record, spec = get_record(NAME), get_arch(get_record(NAME).arch)
+def _tiny_config(name: str = NAME) -> dict:
+    record, spec = get_record(name), get_arch(get_record(name).arch)
     return {**record.config, **spec.tiny_config}
 
 
-def make_run(root: Path, *, ema: bool = True, step: int = 20, metrics: list | None = None) -> Path:
+def make_run(root: Path, *, ema: bool = True, step: int = 20, metrics: list | None = None, name: str = NAME) -> Path:
     """A run folder as restorekit-train writes it: config.json, log.jsonl, checkpoints/ (real files)."""
-    record = get_record(NAME)
-    config = _tiny_config()
+    record = get_record(name)
+    config = _tiny_config(name)
     torch.manual_seed(0)
     model = build_model(record.arch, config).state_dict()
     # The EMA copy differs from the raw weights, so a test can tell which one was exported.
     ema_state = {k: (v + 0.25 if v.is_floating_point() else v.clone()) for k, v in model.items()} if ema else None
     train_config = {
-        "model": NAME,
+        "model": name,
         "data": {"train": "photos/", "degrade": "noise:0-50", "patch": 31, "cache": True},
         "loss": "mse_multi",
         "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9},
@@ -58,7 +58,7 @@ def make_run(root: Path, *, ema: bool = True, step: int = 20, metrics: list | No
         "format": CHECKPOINT_FORMAT,
         "step": step,
         "arch": record.arch,
-        "model_name": NAME,
+        "model_name": name,
         "config": config,
         "model": model,
         "ema": ema_state,
@@ -196,6 +196,13 @@ def test_export_by_step_and_errors(run, tmp_path):
     torch.save(ckpt, run / "checkpoints" / "huge.pt")
     with pytest.raises(ExportError, match="not finite in float16.*--dtype float32"):
         export_run(run, tmp_path / "o", checkpoint="huge.pt")
+
+
+def test_export_refuses_a_scale_the_record_does_not_have(tmp_path):
+    run = make_run(tmp_path, name="msrn.sr_x2")
+    assert export_run(run, tmp_path / "ok").filename == "msrn_sr_x2.safetensors"
+    with pytest.raises(ExportError, match="trained with {'scale': 2}, but msrn.sr_x4 is a x4 model"):
+        export_run(run, tmp_path / "o", name="msrn.sr_x4")
 
 
 def test_export_unwraps_ddp_and_averaged_model_keys(tmp_path):
