@@ -1,4 +1,5 @@
-"""``restorekit-train``: train and fine-tune every restorekit architecture, on one process or many.
+"""``restorekit-train``: train and fine-tune every restorekit architecture, on one process or many, then export
+and publish the weights (:mod:`restorekit.train.publish`).
 
 >>> from restorekit.train import TrainConfig, fit               # doctest: +SKIP
 >>> cfg = TrainConfig.from_preset("spatial_rnn.denoise", data=["my_photos/"], out="runs/mine", steps=2000)
