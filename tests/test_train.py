@@ -336,3 +336,31 @@ def test_fine_tuning_starts_from_a_weights_file(images, tmp_path):
     wrong = _tiny_cfg("msrn.sr_x2", images, tmp_path / "p", init_weights=str(path), model_config={"n_feats": 8})
     with pytest.raises(RestorekitError):
         Trainer(wrong)
+
+
+def test_fit_then_export_then_restore(images, tmp_path):
+    from restorekit import Restorer
+
+    tiny = json.dumps(dict(get_arch("spatial_rnn").tiny_config))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RESTOREKIT_SCAN_BACKEND": "reference"}
+    train = [sys.executable, "-m", "restorekit.train"]
+    fit_cmd = train + ["fit", "--preset", "spatial_rnn.denoise", "--data", str(images), "--out", str(tmp_path / "r")]
+    fit_cmd += ["--steps", "2", "--batch-size", "2", "--patch-size", "16", "--workers", "0", "--model-config", tiny]
+    fit_cmd += ["--ema-decay", "0.5", "--quiet"]
+    proc = subprocess.run(fit_cmd, capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    exp = subprocess.run(
+        train + ["export", str(tmp_path / "r"), "-o", str(tmp_path / "rel")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert exp.returncode == 0, exp.stderr
+    (weights,) = (tmp_path / "rel").glob("*.safetensors")
+    ema = _state(tmp_path / "r" / "checkpoints" / "last.pt")["ema"]
+    restorer = Restorer("spatial_rnn.denoise", weights=weights, device="cpu")
+    exported = restorer.model.state_dict()
+    assert all(torch.allclose(exported[k].float(), ema[k].float(), atol=1e-2, rtol=1e-2) for k in ema)  # fp16
+    out = restorer.run(torch.rand(1, 3, 20, 20))
+    assert out.shape == (1, 3, 20, 20) and torch.isfinite(out).all()

@@ -22,7 +22,7 @@ from ..errors import RestorekitError
 
 __all__ = ["SUBCOMMAND_MODULES", "build_parser", "main"]
 
-SUBCOMMAND_MODULES: tuple[str, ...] = ()
+SUBCOMMAND_MODULES: tuple[str, ...] = ("restorekit.train.publish",)
 
 _HELP = {
     "model_config": "network config as JSON, merged over the record's (e.g. '{\"channels\": 8}')",
