@@ -4,4 +4,7 @@ One file per network: the building blocks, the network, its checkpoint remapping
 its pretrained weights, top to bottom.
 """
 
-from . import msrn  # noqa: F401
+from . import (
+    mprnet,  # noqa: F401
+    msrn,  # noqa: F401
+)
