@@ -5,6 +5,7 @@ its pretrained weights, top to bottom.
 """
 
 from . import (
+    dsrir,  # noqa: F401
     mprnet,  # noqa: F401
     msrn,  # noqa: F401
 )
