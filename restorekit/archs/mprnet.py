@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConversionError, InputError
-from ..registry import ArchSpec, HubSource, Metric, WeightRecord, register_arch, register_weights
+from ..registry import ArchSpec, HubSource, Metric, UrlSource, WeightRecord, register_arch, register_weights
 
 SIZE_MULTIPLE = 8  # two 2x downsamplings inside each quarter patch of a 2x2 split
 
@@ -423,13 +423,19 @@ def _record(task: str) -> WeightRecord:
         dtypes=("float32",),
         params=params,
         hub=HubSource(repo_id="restorekit/mprnet", filename=f"mprnet_{task}.safetensors"),
+        # PaddleGAN publishes no checksum for these files (none found in its code, docs or issues), so none
+        # is invented here: resolve() fetches them only with trust on first use (RESTOREKIT_ALLOW_UNPINNED=1).
+        upstream=UrlSource(url=_PADDLE_URL.format(stem), format="paddle", pinned=False),
         license=LICENSE,
-        origin=f"PaddleGAN's published MPR_{stem}.pdparams (the authors' model ported to Paddle), "
+        license_notice=LICENSE_NOTICE,
+        origin=f"PaddleGAN's published MPR_{stem}.pdparams (its port of the authors' model), "
         "converted to safetensors on first use",
         paper=_PAPER,
         metrics=metrics,
         default=task == "deblur",
-        notes="restorekit's own hub copy is not published yet; metrics are the paper's (reported, not measured here)",
+        notes="restorekit's own hub copy is not published yet; PaddleGAN's file has no published checksum, so "
+        "its download needs RESTOREKIT_ALLOW_UNPINNED=1 (trust on first use; the sha256 is logged and kept). "
+        "Metrics are the paper's (reported, not measured here)",
     )
 
 
