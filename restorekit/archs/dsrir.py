@@ -275,8 +275,9 @@ def _build(**config: Any) -> DSRIR:
     return DSRIR(**config)
 
 
-# Peak activation bytes per input pixel, fp32, CPU inference (set from tests/benchmarks/footprint.py).
-_FOOTPRINT = 6_000.0
+# Peak activation bytes per input pixel, fp32, CPU inference, measured with
+# `python tests/benchmarks/footprint.py dsrir.all_in_one --size 256` (4,279; 2,961 at --size 512).
+_FOOTPRINT = 4_280.0
 
 SPEC = register_arch(
     ArchSpec(

@@ -337,8 +337,10 @@ def _filter_checkpoint(state_dict: dict[str, Any], config: Mapping[str, Any]) ->
     return out
 
 
-# Peak activation bytes per input pixel, fp32, CPU inference (set from tests/benchmarks/footprint.py).
-_FOOTPRINT = {96: 20_000.0, 80: 17_000.0, 40: 8_500.0}
+# Peak activation bytes per input pixel, fp32, CPU inference, by width (n_feat), measured with
+# `python tests/benchmarks/footprint.py mprnet.deblur mprnet.denoise mprnet.derain --size 256`
+# (9,559 / 7,037 / 4,286; at --size 512 deblur measures 7,115: the 256 figures are the safer bound).
+_FOOTPRINT = {96: 9_560.0, 80: 7_040.0, 40: 4_290.0}
 
 SPEC = register_arch(
     ArchSpec(
@@ -356,7 +358,7 @@ SPEC = register_arch(
         paper="Zamir et al., Multi-Stage Progressive Image Restoration, CVPR 2021",
         # The channel attention pools over the whole image: the receptive field is global, tiles are blended.
         receptive_field=None,
-        footprint=lambda cfg: _FOOTPRINT.get(int(cfg.get("n_feat", 96)), 20_000.0 * cfg.get("n_feat", 96) / 96),
+        footprint=lambda cfg: _FOOTPRINT.get(int(cfg.get("n_feat", 96)), 9_560.0 * cfg.get("n_feat", 96) / 96),
         select_output=lambda out: out[0],
         filter_checkpoint=_filter_checkpoint,
     )
