@@ -321,9 +321,11 @@ def _filter_checkpoint(state_dict: dict[str, Any], config: Mapping[str, Any]) ->
     if not found:
         return out  # our own layout (act.weight), or a file the shape check will report on
     first_key, first = next(iter(found.items()))
-    differ = [
-        k for k, v in found.items() if not (hasattr(v, "shape") and v.shape == first.shape and torch.equal(v, first))
-    ]
+    if not isinstance(first, torch.Tensor):
+        raise ConversionError(
+            f"{first_key} is a {type(first).__name__}, not a tensor; this is not an MPRNet state dict"
+        )
+    differ = [k for k, v in found.items() if not (isinstance(v, torch.Tensor) and torch.equal(v, first))]
     if differ:
         raise ConversionError(
             f"the checkpoint's copies of MPRNet's shared PReLU disagree: {first_key} differs from "
@@ -332,7 +334,10 @@ def _filter_checkpoint(state_dict: dict[str, Any], config: Mapping[str, Any]) ->
             "not saved from that model (or was edited), so it cannot be loaded as MPRNet"
         )
     if "act.weight" in out and not torch.equal(out["act.weight"], first):
-        raise ConversionError("the checkpoint has both act.weight and PReLU aliases, and they differ")
+        raise ConversionError(
+            "the checkpoint has both act.weight and the authors' PReLU aliases, and they differ; "
+            "keep one layout (re-export the authors' file unchanged, or save our state dict)"
+        )
     out["act.weight"] = first
     return out
 
