@@ -123,3 +123,15 @@ def test_records_wait_for_weights():
     with pytest.raises(WeightsNotAvailableError, match="not published yet") as info:
         load_model("dsrir.derain")
     assert "restorekit convert model_best.pth" in str(info.value)
+
+
+def test_tiled_run_respects_the_grids():
+    from restorekit.restorer import Restorer
+
+    rec = dataclasses.replace(get_record("dsrir.all_in_one"), tag="tiny_tiles", default=False, config=TINY)
+    x = torch.rand(3, 157, 203, generator=torch.Generator().manual_seed(0))
+    with registry.temporary(None, rec):
+        r = Restorer(rec.name, pretrained=False, device="cpu", tile=168)
+        out = r.run(x)
+    assert r.last_tile is not None and r.last_tile % 8 == 0
+    assert out.shape == x.shape and bool(torch.isfinite(out).all())
