@@ -97,7 +97,9 @@ class UrlSource:
     """An authors' checkpoint at an upstream URL, converted once to our format.
 
     Integrity is pinned by ``sha256`` or, for files in a git repository, by the git blob SHA-1
-    (``sha1("blob <size>\\0" + bytes)``), which is what the repository itself records.
+    (``sha1("blob <size>\\0" + bytes)``), which is what the repository itself records. An upstream that
+    publishes no digest is declared ``pinned=False``: ``resolve()`` then refuses it unless the caller opts
+    in to trust on first use (``RESTOREKIT_ALLOW_UNPINNED=1`` or ``allow_unpinned=True``).
     """
 
     url: str
@@ -105,6 +107,7 @@ class UrlSource:
     sha256: str | None = None
     git_blob_sha1: str | None = None
     size: int | None = None
+    pinned: bool = True  # False: no published digest exists; never set it to skip pinning one that does
 
 
 @dataclass(frozen=True)
@@ -152,6 +155,9 @@ class WeightRecord:
     # The network itself runs at scale 1 on an image the Restorer first bicubic-upsamples by ``scale``
     # (MemNet's SR models, trained on bicubic-upsampled inputs, one network for x2/x3/x4).
     pre_upsample: bool = False
+    # Shown once per process (a UserWarning) the first time load_model uses these weights: license terms
+    # a user must not miss, such as a non-commercial restriction.
+    license_notice: str = ""
 
     @property
     def net_scale(self) -> int:
@@ -176,8 +182,15 @@ class WeightRecord:
                 raise ValueError(f"{self.name}: sha256 must be 64 lowercase hex digits, got {digest!r}")
         if self.upstream and self.upstream.git_blob_sha1 and not _HEX40.match(self.upstream.git_blob_sha1):
             raise ValueError(f"{self.name}: git blob SHA-1 must be 40 hex digits")
-        if self.upstream and not (self.upstream.sha256 or self.upstream.git_blob_sha1):
-            raise ValueError(f"{self.name}: an upstream URL needs a pinned sha256 or git blob SHA-1")
+        if self.upstream:
+            digest = self.upstream.sha256 or self.upstream.git_blob_sha1
+            if self.upstream.pinned and not digest:
+                raise ValueError(
+                    f"{self.name}: an upstream URL needs a pinned sha256 or git blob SHA-1 "
+                    "(or pinned=False when the upstream publishes none)"
+                )
+            if not self.upstream.pinned and digest:
+                raise ValueError(f"{self.name}: upstream has a digest, so it is pinned; drop pinned=False")
 
     @property
     def name(self) -> str:

@@ -20,6 +20,7 @@ import os
 import re
 import tempfile
 import threading
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -366,7 +367,7 @@ def _hub_label(hub: HubSource) -> str:
 def _converted_path(record: WeightRecord) -> Path:
     up = record.upstream
     assert up is not None
-    pin = up.sha256 or up.git_blob_sha1 or ""
+    pin = up.sha256 or up.git_blob_sha1 or "unpinned"
     return cache_dir() / "converted" / f"{record.name}-{pin[:16]}.safetensors"
 
 
@@ -620,11 +621,18 @@ def _resolve_upstream_download(record: WeightRecord, attempts: list[str], progre
             attempts.append(f"upstream {up.url}: {_reason(exc)}")
             return None
         _verify_upstream(tmp, up, record)
+        trusted = ""
+        if not up.pinned:  # trust on first use: what was downloaded is recorded, nothing could be checked
+            source = sha256_file(tmp)
+            trusted = f"# source {up.url} sha256 {source} (unpinned: trusted on first use)\n"
+            logger.warning(
+                "%s: %s publishes no checksum; trusting it on first use, sha256 %s", record.name, up.url, source
+            )
         config = {**spec.default_config, **record.config}
         state_dict = read_checkpoint(tmp, spec, config, format=up.format)
         out = _converted_path(record)
         digest = save_weights(out, state_dict, arch=record.arch, config=config, name=record.name)
-        _atomic_write(_sidecar(out), f"{digest}  {out.name}\n".encode())
+        _atomic_write(_sidecar(out), f"{digest}  {out.name}\n{trusted}".encode())
         logger.info("%s: converted %s to %s", record.name, up.url, out)
         return out
     finally:
@@ -655,8 +663,32 @@ def _not_available_message(record: WeightRecord, attempts: list[str], offline: b
     )
 
 
-def resolve(record: WeightRecord, *, progress: bool = True) -> Path:
-    """Return the path of a verified restorekit safetensors file for ``record``, fetching it if needed."""
+def _unpinned_message(record: WeightRecord, attempts: list[str]) -> str:
+    up = record.upstream
+    assert up is not None
+    tried = "".join(f"\n  - {a}" for a in attempts)
+    return (
+        f"the weights for {record.name} come from {up.url}, which publishes no checksum, so restorekit cannot "
+        "verify the download and does not fetch it by default. To trust it on first use (the sha256 of what "
+        "is downloaded is logged and kept next to the converted file), set RESTOREKIT_ALLOW_UNPINNED=1 or pass "
+        f"allow_unpinned=True; or download it yourself, check it, run `restorekit convert FILE "
+        f"{record.tag}.safetensors --model {record.name}` and pass weights={record.tag}.safetensors."
+        + (f"\nTried:{tried}" if tried else "")
+    )
+
+
+def _allow_unpinned(explicit: bool | None) -> bool:
+    if explicit is not None:
+        return explicit
+    return (os.environ.get("RESTOREKIT_ALLOW_UNPINNED") or "").strip().lower() in _TRUE
+
+
+def resolve(record: WeightRecord, *, progress: bool = True, allow_unpinned: bool | None = None) -> Path:
+    """Return the path of a verified restorekit safetensors file for ``record``, fetching it if needed.
+
+    ``allow_unpinned`` (default: ``$RESTOREKIT_ALLOW_UNPINNED``) permits downloading an upstream file that
+    has no published digest (``UrlSource(pinned=False)``), trusting it on first use.
+    """
     if not record.published:
         raise WeightsNotAvailableError(_unpublished_message(record))
     attempts: list[str] = []
@@ -672,6 +704,8 @@ def resolve(record: WeightRecord, *, progress: bool = True) -> Path:
     if record.upstream is not None:
         if (path := _resolve_converted_cache(record, attempts)) is not None:
             return path
+        if not offline and not record.upstream.pinned and not _allow_unpinned(allow_unpinned):
+            raise WeightsNotAvailableError(_unpinned_message(record, attempts))
         if not offline and (path := _resolve_upstream_download(record, attempts, progress)) is not None:
             return path
     raise WeightsNotAvailableError(_not_available_message(record, attempts, offline))
@@ -759,6 +793,16 @@ def _load_file_model(path: Path, device: torch.device) -> torch.nn.Module:
     return model.to(device).eval()
 
 
+_NOTICED: set[str] = set()
+
+
+def _notice_license(record: WeightRecord) -> None:
+    """Warn once per process about license terms a user must not miss (``WeightRecord.license_notice``)."""
+    if record.license_notice and record.name not in _NOTICED:
+        _NOTICED.add(record.name)
+        warnings.warn(f"{record.name}: {record.license_notice}", UserWarning, stacklevel=3)
+
+
 def load_model(
     name: str | os.PathLike[str],
     task: str | None = None,
@@ -767,11 +811,12 @@ def load_model(
     weights: str | os.PathLike[str] | None = None,
     pretrained: bool = True,
     device: str | torch.device = "cpu",
+    allow_unpinned: bool | None = None,
 ) -> torch.nn.Module:
     """Build a registered model (or the one a restorekit ``.safetensors`` file describes) in eval mode.
 
     ``weights=PATH`` loads a local file instead of the published weights (ours or a foreign checkpoint);
-    ``pretrained=False`` leaves the network randomly initialised.
+    ``pretrained=False`` leaves the network randomly initialised; ``allow_unpinned`` as in :func:`resolve`.
     """
     device = torch.device(device)
     if isinstance(name, os.PathLike) or str(name).lower().endswith(".safetensors"):
@@ -793,8 +838,9 @@ def load_model(
         if header is not None:
             config = header["config"]
     elif pretrained:
-        path = resolve(record)
+        path = resolve(record, allow_unpinned=allow_unpinned)
         source = f"{record.name} ({path})"
+        _notice_license(record)
         state_dict, header = read_weights(path)
         if header["arch"] != record.arch:
             raise WeightsError(f"{path} holds weights for {header['arch']!r}, not {record.arch!r} ({record.name})")

@@ -17,6 +17,12 @@ def _tiny(name: str) -> tuple[torch.nn.Module, object]:
     return model, rec
 
 
+def _tensors(out: object) -> list[torch.Tensor]:
+    if isinstance(out, torch.Tensor):
+        return [out]
+    return [t for item in out for t in _tensors(item)] if isinstance(out, (list, tuple)) else []
+
+
 def _params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -42,9 +48,14 @@ def test_tiny_forward_backward_shapes(name):
     out = model(x)
     y = spec.select_output(out) if spec.select_output else out
     assert y.shape == (2, rec.out_channels, h * rec.net_scale, w * rec.net_scale)
-    y.float().mean().backward()
-    grads = [p.grad for p in model.parameters() if p.requires_grad]
-    assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
+    # Every output of a multi-output network (side outputs, uncertainty maps) takes part in the backward.
+    sum(t.float().mean() for t in _tensors(out)).backward()
+    grads = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
+    # A faithful port may keep parameters that the authors' checkpoint holds but their forward never uses;
+    # the network declares them by name, so any other parameter without a gradient is a bug.
+    unused = set(getattr(model, "unused_parameters", ()))
+    assert grads and {n for n, g in grads.items() if g is None} == unused
+    assert all(torch.isfinite(g).all() for g in grads.values() if g is not None)
     assert x.grad is not None and x.grad.abs().sum() > 0
 
 

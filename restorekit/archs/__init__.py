@@ -5,7 +5,9 @@ its pretrained weights, top to bottom.
 """
 
 from . import (  # noqa: F401  (each module registers its architecture and weights)
+    dsrir,
     memnet,
+    mprnet,
     msrn,
     spatial_rnn,
 )

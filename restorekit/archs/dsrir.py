@@ -1,0 +1,381 @@
+"""DSRIR: dynamic spatial refinement for progressive all-in-one image restoration (noise, rain, haze).
+
+Wang et al., "DSRIR: Dynamic spatial refinement learning for progressive all-in-one image restoration",
+Information Processing & Management, 2025. Faithful to the authors' PyTorch model (xfwang23/DSRIR
+``model/DSRIR.py``): the module names below are theirs, so ``model_best.pth`` loads unchanged.
+
+One 3x3 embedding is split three ways; three subnets (a 3-level U-Net, a 2-level U-Net and a
+full-resolution stack) refine progressively, each followed by a pixel-wise refine unit (PRU) and an
+uncertainty-supervised attention unit (USAU) that predicts an image and its uncertainty map. Patch
+attention (PA) pools each feature map to a P x P grid and gates every block of the grid with its own
+channel weights, so at each level the feature size must divide by its grid.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import InputError
+from ..registry import ArchSpec, HubSource, Metric, WeightRecord, register_arch, register_weights
+
+# Grids per level: SubNet1 8/4/2 at 1, 1/2 and 1/4 resolution, SubNet2 4/2 at 1 and 1/2, SubNet3 8/4/2/1
+# at full resolution. Each level needs (size / 2^level) % grid == 0: 8 | H for SubNet1 (8, 2*4, 4*2) and
+# SubNet3, 4 | H for SubNet2, and 4 | H for the two 2x bilinear downsamplings; lcm = 8.
+SIZE_MULTIPLE = 8
+_SN1_GRIDS = (8, 4, 2)
+_SN2_GRIDS = (4, 2)
+_SN3_GRIDS = (8, 4, 2, 1)
+_SN1_BLOCKS = (2, 2, 2)
+_SN2_BLOCKS = (2, 4)
+_SN3_BLOCKS = 4  # PABs per PAG
+
+
+def _conv(cin: int, cout: int, k: int, bias: bool = False) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, k, padding=k // 2, bias=bias)
+
+
+class PatchAttention(nn.Module):
+    """Average-pool to a ``grid`` x ``grid`` map, squeeze/excite it, and scale each block by its weights."""
+
+    def __init__(self, channels: int, reduction: int, grid: int) -> None:
+        super().__init__()
+        self.grid = grid
+        self.conv_du = nn.Sequential(
+            _conv(channels, channels // reduction, 1, bias=True),
+            nn.ReLU(inplace=True),
+            _conv(channels // reduction, channels, 1, bias=True),
+            nn.Sigmoid(),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        p = self.grid
+        if h % p or w % p:
+            raise InputError(
+                f"DSRIR patch attention needs a {h}x{w} feature map divisible by its {p}x{p} grid; give the "
+                f"network images whose sides divide by {SIZE_MULTIPLE} (restorekit.Restorer pads for you)"
+            )
+        weights = self.conv_du(F.adaptive_avg_pool2d(x, p))  # (b, c, p, p): one weight per channel per block
+        blocks = x.view(b, c, p, h // p, p, w // p)
+        return (blocks * weights[:, :, :, None, :, None]).view(b, c, h, w)
+
+
+class PAB(nn.Module):
+    """Patch-attention block: conv -> ReLU -> conv -> patch attention, plus the input."""
+
+    def __init__(self, channels: int, kernel_size: int, reduction: int, grid: int) -> None:
+        super().__init__()
+        self.conv1 = _conv(channels, channels, kernel_size)
+        self.act = nn.ReLU(inplace=True)
+        self.conv2 = _conv(channels, channels, kernel_size)
+        self.PA = PatchAttention(channels, reduction, grid)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.PA(self.conv2(self.act(self.conv1(x)))) + x
+
+
+def _pabs(n: int, channels: int, kernel_size: int, reduction: int, grid: int) -> nn.Sequential:
+    return nn.Sequential(*(PAB(channels, kernel_size, reduction, grid) for _ in range(n)))
+
+
+class PRU(nn.Module):
+    """Pixel-wise refine unit: r = conv(x); r * sigmoid(conv(ReLU(conv(r)))) + x."""
+
+    def __init__(self, channels: int, reduction: int) -> None:
+        super().__init__()
+        self.conv = _conv(channels, channels, 3)
+        self.fr = nn.Sequential(
+            _conv(channels, channels // reduction, 3, bias=True),
+            nn.ReLU(inplace=True),
+            _conv(channels // reduction, channels, 3, bias=True),
+            nn.Sigmoid(),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        r = self.conv(x)
+        return self.fr(r) * r + x
+
+
+class PAG(nn.Module):
+    """Patch-attention group: PABs over grids 8/4/2/1, then a conv, plus the input."""
+
+    def __init__(self, channels: int, kernel_size: int, reduction: int, grids: tuple[int, ...]) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            *(PAB(channels, kernel_size, reduction, g) for g in grids), _conv(channels, channels, kernel_size)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x) + x
+
+
+class USAU(nn.Module):
+    """Uncertainty-supervised attention unit: the stage's image, its uncertainty map, gated features."""
+
+    def __init__(self, in_channels: int, channels: int, out_channels: int, kernel_size: int = 3) -> None:
+        super().__init__()
+        self.conv_in = _conv(in_channels, channels, kernel_size)
+        self.conv_out = _conv(channels, out_channels, kernel_size)
+        self.conv1 = _conv(channels, channels, 1)
+        self.conv2 = _conv(channels, channels, 1)
+        self.var_est = nn.Sequential(_conv(channels, channels, 3, bias=True), nn.LeakyReLU(0.1, inplace=True))
+        self.var_map = nn.Sequential(_conv(channels, out_channels, 3, bias=True), nn.LeakyReLU(0.1, inplace=True))
+        self.att_map = nn.Sequential(_conv(channels, channels, 1, bias=True), nn.Sigmoid())
+
+    def forward(
+        self, x: torch.Tensor, img: torch.Tensor, last: bool = False
+    ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+        fusion = self.conv1(x) + self.conv_in(img)
+        restored = self.conv_out(fusion) + img
+        var_est = self.var_est(fusion)
+        var_map = self.var_map(var_est)
+        feat = None if last else self.att_map(var_est) * self.conv2(x) + x  # the last stage's is unused
+        return feat, restored, var_map
+
+
+class DownSample(nn.Module):
+    """Half resolution (bilinear), ``cin`` -> ``cin + step`` channels."""
+
+    def __init__(self, cin: int, step: int) -> None:
+        super().__init__()
+        self.down = nn.Sequential(
+            nn.Upsample(scale_factor=0.5, mode="bilinear", align_corners=False), _conv(cin, cin + step, 1)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(x)
+
+
+class UpSample(nn.Module):
+    """Double resolution (bilinear), ``cout + step`` -> ``cout`` channels."""
+
+    def __init__(self, cout: int, step: int) -> None:
+        super().__init__()
+        self.up = nn.Sequential(
+            nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False), _conv(cout + step, cout, 1)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.up(x)
+
+
+class SubNet1(nn.Module):
+    """Three-level U-Net (n, n+s, n+2s channels; grids 8/4/2) with PAB skip attention, added."""
+
+    def __init__(self, n: int, s: int, kernel_size: int, reduction: int) -> None:
+        super().__init__()
+        widths = (n, n + s, n + 2 * s)
+        for i, (c, g, b) in enumerate(zip(widths, _SN1_GRIDS, _SN1_BLOCKS), 1):
+            setattr(self, f"encoder{i}", _pabs(b, c, kernel_size, reduction, g))
+        for i, (c, g, b) in reversed(list(enumerate(zip(widths, _SN1_GRIDS, _SN1_BLOCKS), 1))):
+            setattr(self, f"decoder{i}", _pabs(b, c, kernel_size, reduction, g))
+        self.down1 = DownSample(n, s)
+        self.down2 = DownSample(n + s, s)
+        self.up1 = UpSample(n, s)
+        self.up2 = UpSample(n + s, s)
+        self.skipatt2 = PAB(n + s, kernel_size, reduction, _SN1_GRIDS[1])
+        self.skipatt1 = PAB(n, kernel_size, reduction, _SN1_GRIDS[0])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        e1 = self.encoder1(x)
+        e2 = self.encoder2(self.down1(e1))
+        e3 = self.encoder3(self.down2(e2))
+        d2 = self.decoder2(self.up2(self.decoder3(e3)) + self.skipatt2(e2))
+        return self.decoder1(self.up1(d2) + self.skipatt1(e1))
+
+
+class SubNet2(nn.Module):
+    """Two-level U-Net (n, n+s channels; grids 4/2; 2 and 4 PABs) with PAB skip attention."""
+
+    def __init__(self, n: int, s: int, kernel_size: int, reduction: int) -> None:
+        super().__init__()
+        self.encoder1 = _pabs(_SN2_BLOCKS[0], n, kernel_size, reduction, _SN2_GRIDS[0])
+        self.encoder2 = _pabs(_SN2_BLOCKS[1], n + s, kernel_size, reduction, _SN2_GRIDS[1])
+        self.decoder2 = _pabs(_SN2_BLOCKS[1], n + s, kernel_size, reduction, _SN2_GRIDS[1])
+        self.decoder1 = _pabs(_SN2_BLOCKS[0], n, kernel_size, reduction, _SN2_GRIDS[0])
+        self.down1 = DownSample(n, s)
+        self.up1 = UpSample(n, s)
+        self.skipatt1 = PAB(n, kernel_size, reduction, _SN2_GRIDS[0])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        e1 = self.encoder1(x)
+        d2 = self.decoder2(self.encoder2(self.down1(e1)))
+        return self.decoder1(self.up1(d2) + self.skipatt1(e1))
+
+
+class SubNet3(nn.Module):
+    """Full resolution: four PAGs."""
+
+    def __init__(self, n: int, kernel_size: int, reduction: int) -> None:
+        super().__init__()
+        for i in range(1, 5):
+            setattr(self, f"PAG{i}", PAG(n, kernel_size, reduction, _SN3_GRIDS[:_SN3_BLOCKS]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.PAG4(self.PAG3(self.PAG2(self.PAG1(x))))
+
+
+class DSRIR(nn.Module):
+    """DSRIR; RGB in [0, 1] with sides divisible by 8 -> ``([img3, img2, img1], [var3, var2, var1])``.
+
+    ``img3`` is the final restoration; ``var*`` are the per-stage uncertainty (log-scale) maps.
+
+    >>> imgs, vars = DSRIR(sn1_feats=8, sn2_feats=8, sn3_feats=8, feats_step1=4, feats_step2=4, reduction=4)(
+    ...     torch.rand(1, 3, 16, 16))
+    >>> imgs[0].shape, len(vars)
+    (torch.Size([1, 3, 16, 16]), 3)
+    """
+
+    def __init__(
+        self,
+        *,
+        in_c: int = 3,
+        out_c: int = 3,
+        sn1_feats: int = 32,
+        sn2_feats: int = 48,
+        sn3_feats: int = 64,
+        feats_step1: int = 32,
+        feats_step2: int = 16,
+        kernel_size: int = 3,
+        reduction: int = 8,
+    ) -> None:
+        super().__init__()
+        self.splits = (sn1_feats, sn2_feats, sn3_feats)
+        # In the authors' checkpoint, but their forward never uses them: the last USAU returns no features.
+        self.unused_parameters = ("usau_3.conv2.weight", "usau_3.att_map.0.weight", "usau_3.att_map.0.bias")
+        k, r = kernel_size, reduction
+        self.ebd = _conv(in_c, sum(self.splits), k)
+        self.SN1 = SubNet1(sn1_feats, feats_step1, k, r)
+        self.PRU1 = PRU(sn1_feats, r)
+        self.usau_1 = USAU(in_c, sn1_feats, out_c)
+        self.channel_comp1 = _conv(sn1_feats + sn2_feats, sn2_feats, 1)
+        self.SN2 = SubNet2(sn2_feats, feats_step2, k, r)
+        self.PRU2 = PRU(sn2_feats, r)
+        self.usau_2 = USAU(in_c, sn2_feats, out_c)
+        self.channel_comp2 = _conv(sn2_feats + sn3_feats, sn3_feats, 1)
+        self.SN3 = SubNet3(sn3_feats, k, r)
+        self.PRU3 = PRU(sn3_feats, r)
+        self.usau_3 = USAU(in_c, sn3_feats, out_c)
+
+    def forward(self, img: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        x1, x2, x3 = torch.split(self.ebd(img), list(self.splits), dim=1)
+        x, img1, var1 = self.usau_1(self.PRU1(self.SN1(x1)), img)
+        assert x is not None
+        x, img2, var2 = self.usau_2(self.PRU2(self.SN2(self.channel_comp1(torch.cat([x, x2], 1)))), img)
+        assert x is not None
+        _, img3, var3 = self.usau_3(self.PRU3(self.SN3(self.channel_comp2(torch.cat([x, x3], 1)))), img, last=True)
+        return [img3, img2, img1], [var3, var2, var1]
+
+
+def _build(**config: Any) -> DSRIR:
+    return DSRIR(**config)
+
+
+# Peak activation bytes per input pixel, fp32, CPU inference, measured with
+# `python tests/benchmarks/footprint.py dsrir.all_in_one --size 256` (4,279; 2,961 at --size 512).
+_FOOTPRINT = 4_280.0
+
+SPEC = register_arch(
+    ArchSpec(
+        name="dsrir",
+        build=_build,
+        default_config={
+            "in_c": 3,
+            "out_c": 3,
+            "sn1_feats": 32,
+            "sn2_feats": 48,
+            "sn3_feats": 64,
+            "feats_step1": 32,
+            "feats_step2": 16,
+            "kernel_size": 3,
+            "reduction": 8,
+        },
+        tiny_config={
+            "sn1_feats": 8,
+            "sn2_feats": 8,
+            "sn3_feats": 8,
+            "feats_step1": 4,
+            "feats_step2": 4,
+            "reduction": 4,
+        },
+        paper="Wang et al., DSRIR: Dynamic spatial refinement learning for progressive all-in-one image "
+        "restoration, Information Processing & Management, 2025",
+        # SubNet3's 1x1-grid patch attention pools the whole image: global receptive field, tiles are blended.
+        receptive_field=None,
+        footprint=_FOOTPRINT,
+        select_output=lambda out: out[0][0],
+        filter_checkpoint=None,  # the authors' keys are ours; read_checkpoint unwraps state_dict and module.
+    )
+)
+
+_PAPER = (
+    "Wang et al. DSRIR: Dynamic spatial refinement learning for progressive all-in-one image restoration. "
+    "Information Processing & Management, 2025"
+)
+_NOTES = (
+    "weights come with restorekit's training issues; the authors publish theirs only behind a password "
+    "(Baidu pan), so no upstream source is registered. Convert your own model_best.pth with "
+    "`restorekit convert model_best.pth out.safetensors --model {name}` and pass weights=out.safetensors"
+)
+_LICENSE = "not yet published (xfwang23/DSRIR states no license)"
+
+# Reported by the authors (paper Tables 4-7, the repository's assets/*/table.png): PSNR/SSIM on RGB
+# (deraining on Y).
+_ALL_IN_ONE = (
+    ("BSD68 sigma15", 33.95, 0.9334, "rgb"),
+    ("BSD68 sigma25", 31.27, 0.8890, "rgb"),
+    ("BSD68 sigma50", 27.98, 0.7970, "rgb"),
+    ("Rain100L", 40.61, 0.9895, "y"),
+    ("SOTS outdoor", 32.55, 0.9826, "rgb"),
+)
+_SINGLE = {
+    "denoise": (
+        ("BSD68 sigma15", 34.21, 0.9367, "rgb"),
+        ("BSD68 sigma25", 31.55, 0.8945, "rgb"),
+        ("BSD68 sigma50", 28.29, 0.8084, "rgb"),
+        ("Urban100 sigma15", 34.59, 0.9507, "rgb"),
+        ("Urban100 sigma25", 32.25, 0.9262, "rgb"),
+        ("Urban100 sigma50", 29.00, 0.8730, "rgb"),
+    ),
+    "derain": (("Rain100L", 40.70, 0.9900, "y"),),
+    "dehaze": (("SOTS outdoor", 33.30, 0.9847, "rgb"),),
+}
+_DESCRIPTIONS = {
+    "all_in_one": "DSRIR all-in-one restoration: Gaussian noise, rain streaks and haze with one network",
+    "denoise": "DSRIR Gaussian denoising (sigma 0-55, BSD400 + WED)",
+    "derain": "DSRIR deraining (Rain100L)",
+    "dehaze": "DSRIR dehazing (RESIDE OTS subset)",
+}
+
+
+def _record(tag: str) -> WeightRecord:
+    reported = _ALL_IN_ONE if tag == "all_in_one" else _SINGLE[tag]
+    metrics = tuple(
+        m
+        for ds, psnr, ssim, conv in reported
+        for m in (Metric(ds, "psnr", psnr, conv, "reported"), Metric(ds, "ssim", ssim, conv, "reported"))
+    )
+    return WeightRecord(
+        arch="dsrir",
+        tag=tag,
+        task=tag,
+        description=_DESCRIPTIONS[tag],
+        config=dict(SPEC.default_config),
+        size_multiple=SIZE_MULTIPLE,
+        dtypes=("float32",),
+        params=3_516_837,
+        hub=HubSource(repo_id="restorekit/dsrir", filename=f"dsrir_{tag}.safetensors"),
+        license=_LICENSE,
+        origin="restorekit retraining (training issues); not published yet",
+        paper=_PAPER,
+        metrics=metrics,
+        default=tag == "all_in_one",
+        notes=_NOTES.format(name=f"dsrir.{tag}"),
+    )
+
+
+register_weights(*(_record(t) for t in ("all_in_one", "denoise", "derain", "dehaze")))
