@@ -245,6 +245,9 @@ def test_checkpoint_format(images, tmp_path):
     net = build_model(ck["arch"], ck["config"])
     net.load_state_dict(ck["model"])
     assert json.loads((tmp_path / "o" / "config.json").read_text())["patch_size"] == 8
+    again = resolve(file=tmp_path / "o" / "config.json")  # a run's config.json is a valid --config file
+    assert again.to_dict() == resolve(file=tmp_path / "o" / "config.json", overrides=ck["train_config"]).to_dict()
+    assert again.patch_size == 8 and again.model == "msrn.sr_x2"
     other = _tiny_cfg("msrn.sr_x3", images, tmp_path / "o", steps=3, patch_size=8)
     with pytest.raises(RestorekitError, match="msrn.sr_x2"):
         fit(other, progress=False)
