@@ -123,14 +123,31 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a ``restorekit-train/1`` checkpoint (``weights_only``: no code runs)."""
+def load_checkpoint(
+    path: str | os.PathLike[str],
+    map_location: str | torch.device = "cpu",
+    *,
+    error: type[RestorekitError] | None = None,
+) -> dict[str, Any]:
+    """Read a ``restorekit-train/1`` checkpoint (``weights_only``: no code runs); ``error`` is raised on failure."""
+    import pickle
+
+    error = error or TrainingError
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:
-        raise TrainingError(f"cannot read the checkpoint {path}: {exc}; delete it to start afresh") from None
+    except pickle.UnpicklingError as exc:
+        raise error(
+            f"{path}: refused for safety: it needs more than tensors and plain containers to unpickle "
+            f"({' '.join(str(exc).split())[:200]}); restorekit-train checkpoints never do, so this is not one"
+        ) from exc
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise error(f"{path}: not a readable checkpoint, truncated or corrupt ({exc})") from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise TrainingError(f"{path} is not a {CHECKPOINT_FORMAT} checkpoint")
+        what = f"format {ckpt.get('format')!r}" if isinstance(ckpt, dict) else f"a {type(ckpt).__name__}"
+        raise error(
+            f"{path} is not a restorekit-train checkpoint ({what}, expected format {CHECKPOINT_FORMAT!r}); "
+            "to publish an authors' checkpoint use `restorekit convert` instead"
+        )
     return ckpt
 
 

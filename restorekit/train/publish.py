@@ -34,6 +34,7 @@ import torch
 from .. import registry
 from ..errors import RestorekitError, WeightsError
 from ..registry import BundledSource, HubSource, Metric, WeightRecord
+from . import CHECKPOINT_FORMAT
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -46,7 +47,6 @@ __all__ = [
     "main",
 ]
 
-CHECKPOINT_FORMAT = "restorekit-train/1"
 _REQUIRED = ("format", "step", "arch", "model_name", "config", "model")
 _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 _RECORD_PY = "registry_record.py"
@@ -116,23 +116,9 @@ def _checkpoint_path(run: Path, checkpoint: str | int | os.PathLike[str]) -> Pat
 
 
 def _load_checkpoint(path: Path) -> dict[str, Any]:
-    import pickle
+    from .loop import load_checkpoint
 
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise ExportError(
-            f"{path}: refused for safety: it needs more than tensors and plain containers to unpickle "
-            f"({' '.join(str(exc).split())[:200]}); restorekit-train checkpoints never do, so this is not one"
-        ) from exc
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise ExportError(f"{path}: not a readable checkpoint, truncated or corrupt ({exc})") from exc
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        what = f"format {ckpt.get('format')!r}" if isinstance(ckpt, dict) else f"a {type(ckpt).__name__}"
-        raise ExportError(
-            f"{path} is not a restorekit-train checkpoint ({what}, expected format {CHECKPOINT_FORMAT!r}); "
-            "to publish an authors' checkpoint use `restorekit convert` instead"
-        )
+    ckpt = load_checkpoint(path, error=ExportError)
     missing = [k for k in _REQUIRED if k not in ckpt]
     if missing:
         raise ExportError(f"{path}: checkpoint lacks {', '.join(missing)}; it was not written by restorekit-train")
