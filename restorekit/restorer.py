@@ -393,12 +393,13 @@ def _mask_tensor(mask: Any) -> torch.Tensor:
         return _finite_unit(m)
     if isinstance(mask, (str, os.PathLike)):
         planar = rkimage.read_image(mask)
-    elif isinstance(mask, np.ndarray):
-        planar = rkimage.numpy_to_planar(mask)
-    elif isinstance(mask, Image.Image):
-        planar = rkimage.pil_to_planar(mask)
     else:
-        raise InputError(f"cannot use a {type(mask).__name__} as a mask: pass a path, PIL image, numpy array or tensor")
+        to_planar = next((adapt for kind, adapt, _ in _ADAPTERS if isinstance(mask, kind)), None)
+        if to_planar is None:
+            raise InputError(
+                f"cannot use a {type(mask).__name__} as a mask: pass a path, PIL image, numpy array or tensor"
+            )
+        planar = to_planar(mask)
     return _finite_unit(planar.color.mean(0, keepdim=True)[None])
 
 
