@@ -152,7 +152,7 @@ def test_sr_paired_crops_are_aligned(tmp_path):
         (tmp_path / sub).mkdir()
         Image.fromarray(arr).save(tmp_path / sub / "a.png")
     items, desc = find_items([str(tmp_path)], scale=4)
-    assert "LR/HR" in desc[0]
+    assert "paired HR + LR" in desc[0]
     ds = TrainDataset(items, patch=6, scale=4)
     for epoch in range(5):
         inp, tgt = ds[(epoch, 0)]

@@ -34,6 +34,7 @@ from torch.utils.data import Dataset, Sampler
 
 from .. import degrade
 from ..errors import InputError
+from ..evaluate import find_pairs
 from ..image import IMAGE_EXTENSIONS, rgb_to_ycbcr
 from ..resize import imresize
 
@@ -103,17 +104,6 @@ def _images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
-def _pair(inp_dir: Path, tgt_dir: Path) -> list[Item]:
-    inputs, targets = {p.stem: p for p in _images(inp_dir)}, {p.stem: p for p in _images(tgt_dir)}
-    missing = sorted(set(targets) ^ set(inputs))
-    if missing:
-        raise InputError(
-            f"{inp_dir} and {tgt_dir} must hold the same file names; unmatched: {', '.join(missing[:5])}"
-            + (" ..." if len(missing) > 5 else "")
-        )
-    return [Item(targets[k], inputs[k]) for k in sorted(targets)]
-
-
 def _csv_items(path: Path) -> list[Item]:
     try:
         with path.open(newline="") as f:
@@ -149,18 +139,16 @@ def find_items(sources: Sequence[str], kind: str = "auto", scale: int = 1) -> tu
             if path.suffix.lower() != ".csv":
                 raise InputError(f"{path} is a file: pass a folder of images or a .csv list")
             found, layout = _csv_items(path), "csv"
-        elif kind in ("auto", "paired") and (path / "input").is_dir() and (path / "target").is_dir():
-            found, layout = _pair(path / "input", path / "target"), "paired input/target"
-        elif kind in ("auto", "paired") and (path / f"x{scale}" / "LR").is_dir():
-            found, layout = _pair(path / f"x{scale}" / "LR", path / f"x{scale}" / "HR"), f"paired x{scale}/LR+HR"
-        elif kind in ("auto", "paired") and (path / "LR").is_dir() and (path / "HR").is_dir():
-            found, layout = _pair(path / "LR", path / "HR"), "paired LR/HR"
-        elif kind == "paired":
-            raise InputError(f"{path} is not a paired folder: it needs input/ + target/ or LR/ + HR/ subfolders")
         elif kind == "csv":
             raise InputError(f"{path}: --data-kind csv needs a .csv file")
-        else:
+        elif kind == "clean":
             found, layout = [Item(p) for p in _images(path)], "clean images"
+        else:  # the same folder layouts as `restorekit eval` (x{scale}/LR+HR, LR+HR, input+target, clean)
+            layout, pairs = find_pairs(path, scale if scale > 1 else None)
+            if kind == "paired" and layout == "clean images":
+                raise InputError(f"{path} is not a paired folder: it needs input/ + target/ or LR/ + HR/ subfolders")
+            found = [Item(tgt, inp) for _, inp, tgt in pairs]
+            layout = layout if layout == "clean images" else f"paired {layout}"
         if not found:
             raise InputError(
                 f"training data {path} holds no images ({', '.join(IMAGE_EXTENSIONS)}); "
