@@ -88,10 +88,14 @@ def hf_cache_dir() -> Path | None:
     return None
 
 
+def _env_flag(*names: str) -> bool:
+    """True when any of the environment variables is set to 1/true/yes/on."""
+    return any((os.environ.get(name) or "").strip().lower() in _TRUE for name in names)
+
+
 def is_offline() -> bool:
     """True when ``RESTOREKIT_OFFLINE`` or ``HF_HUB_OFFLINE`` is set to 1/true/yes/on."""
-    flags = (os.environ.get(name) or "" for name in ("RESTOREKIT_OFFLINE", "HF_HUB_OFFLINE"))
-    return any(flag.strip().lower() in _TRUE for flag in flags)
+    return _env_flag("RESTOREKIT_OFFLINE", "HF_HUB_OFFLINE")
 
 
 def _hf_endpoint() -> str | None:
@@ -680,7 +684,7 @@ def _unpinned_message(record: WeightRecord, attempts: list[str]) -> str:
 def _allow_unpinned(explicit: bool | None) -> bool:
     if explicit is not None:
         return explicit
-    return (os.environ.get("RESTOREKIT_ALLOW_UNPINNED") or "").strip().lower() in _TRUE
+    return _env_flag("RESTOREKIT_ALLOW_UNPINNED")
 
 
 def resolve(record: WeightRecord, *, progress: bool = True, allow_unpinned: bool | None = None) -> Path:
