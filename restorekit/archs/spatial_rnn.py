@@ -36,10 +36,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InputError
+from ..image import rgb_to_grey
 from ..registry import ArchSpec, HubSource, WeightRecord, register_arch, register_weights
 
 _MULTIPLE = 16  # four 2x poolings in the guidance U-Net
-_LUMA = (0.299, 0.587, 0.114)
 _EXTRA = {None: 0, "mask": 1, "hints": 4}
 
 
@@ -128,17 +128,14 @@ class SpatialRNN(nn.Module):
             mask = x[:, 3:4]
             rgb = rgb * mask + 0.5 * (1 - mask)
             extras = [mask]
-        elif self.condition == "hints":
+        grey = rgb_to_grey(rgb)  # BT.601 luma, as Pillow's "L"
+        if self.condition == "hints":
             mask = x[:, 3:4]
-            luma = torch.tensor(_LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-            grey = (rgb * luma).sum(1, keepdim=True)
             extras = [(rgb - 0.5) * mask, mask]
-            rgb = grey.expand(-1, 3, -1, -1)
+            rgb = grey.expand(-1, 3, -1, -1)  # the network sees the grey image; its luma is that grey
         centred = rgb - 0.5
         if self.variant == "v2":
             return torch.cat([centred, *extras], 1), torch.cat([centred, *extras], 1)
-        luma = torch.tensor(_LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-        grey = (rgb * luma).sum(1, keepdim=True)
         gx = F.pad(grey[..., :, 1:] - grey[..., :, :-1], (0, 1, 0, 0))  # forward differences, 0 at the far edge
         gy = F.pad(grey[..., 1:, :] - grey[..., :-1, :], (0, 0, 0, 1))
         return torch.cat([centred, gx, gy, *extras], 1), torch.cat([gx, gy, *extras], 1)
