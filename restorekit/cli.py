@@ -38,7 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     r = sub.add_parser("run", help="restore image files, folders or globs into a folder")
-    r.add_argument("model", help="arch.tag (e.g. msrn.sr_x4) or an architecture name")
+    r.add_argument(
+        "model", help="arch.tag (e.g. msrn.sr_x4), an architecture name, or a classical filter: l0smooth[:LAMBDA]"
+    )
     r.add_argument("inputs", nargs="+", metavar="INPUT", help="files, folders (searched recursively) or globs")
     r.add_argument("-o", "--output", required=True, metavar="DIR", help="folder for the results (created)")
     r.add_argument("--task", help="narrow an architecture name to a task")
@@ -49,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--tile", type=_tile, default="auto", help="auto, 0 for the whole image, or a tile size in px")
     r.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.add_argument("--lam", type=float, help="l0smooth only: the L0 weight lambda (default 0.02)")
 
     ls = sub.add_parser("list", help="list registered models")
     ls.add_argument("--task")
@@ -90,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--tile", type=_tile, default="auto", help="auto, 0 for the whole image, or a tile size in px")
     ev.add_argument("--json", metavar="PATH", help="write the results as JSON")
     ev.add_argument("--csv", metavar="PATH", help="write the per-image results as CSV")
+    ev.add_argument("--target", metavar="FILTER", help="score against a filter of the clean images, e.g. l0smooth:0.02")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -111,17 +115,27 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "run":
         from .batch import run_batch
+        from .errors import InputError
+        from .filters import FILTERS, parse_filter
         from .restorer import Restorer
 
-        restorer = Restorer(
-            args.model,
-            args.task,
-            scale=args.scale,
-            weights=args.weights,
-            device=args.device,
-            dtype=args.dtype,
-            tile=args.tile,
-        )
+        if args.model.partition(":")[0] in FILTERS:
+            spec = args.model if args.lam is None else f"{args.model.partition(':')[0]}:lam={args.lam}"
+            if any(v is not None for v in (args.task, args.scale, args.weights)):
+                raise InputError(f"{args.model} is a classical filter: --task, --scale and --weights do not apply")
+            restorer = parse_filter(spec, device=args.device)
+        elif args.lam is not None:
+            raise InputError("--lam is a parameter of the l0smooth filter, not of a network")
+        else:
+            restorer = Restorer(
+                args.model,
+                args.task,
+                scale=args.scale,
+                weights=args.weights,
+                device=args.device,
+                dtype=args.dtype,
+                tile=args.tile,
+            )
         report = run_batch(restorer, args.inputs, args.output, overwrite=args.overwrite, progress=not args.no_progress)
         for src, reason in report.failed:
             print(f"restorekit: failed: {src}: {reason}", file=sys.stderr)
@@ -173,6 +187,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             tile=args.tile,
             seed=args.seed,
             progress=not args.no_progress,
+            target=args.target,
         )
         print(result.table())
         for path in (args.json and result.write_json(args.json), args.csv and result.write_csv(args.csv)):

@@ -184,13 +184,17 @@ def evaluate(
     tile: int | str | None = "auto",
     seed: int = 0,
     progress: bool = True,
+    target: str | None = None,
 ) -> EvalResult:
     """Measure ``model`` (a registered name, ``bicubic`` or ``identity``) on the benchmark folder ``data``.
 
     ``task``/``scale`` narrow an architecture name (and tell a baseline what it stands in for);
     ``degradation`` is required for a folder of clean images unless the task is SR; ``convention`` is a
     :class:`~restorekit.metrics.Convention` or a preset name (default: from the task). ``pretrained=False``
-    measures a randomly initialised network (tests).
+    measures a randomly initialised network (tests). ``target`` (a :func:`restorekit.filters.parse_filter`
+    spec such as ``l0smooth:0.02``) scores against that filter's output on each clean image instead of the
+    clean image itself, with the clean image as input unless ``degradation`` says otherwise (filter
+    imitation: ``spatial_rnn.smooth_l0``).
     """
     deg = parse(degradation) if isinstance(degradation, str) else degradation
     if deg is not None and deg.scale != 1:
@@ -200,7 +204,7 @@ def evaluate(
     restore, task, scale, label = _model(model, task, scale, weights, pretrained, device, tile)
     layout, pairs = find_pairs(data, scale if scale > 1 else None)
     clean = layout == "clean images"
-    if clean and deg is None:
+    if clean and deg is None and target is None:
         if task != "sr":
             raise InputError(
                 f"{data} holds clean images: say how to degrade them with --degrade, e.g. noise:25 (Gaussian, "
@@ -211,26 +215,39 @@ def evaluate(
         raise InputError(f"{data} holds paired inputs ({layout}); --degrade applies only to folders of clean images")
     if deg is not None and deg.scale != scale:
         raise InputError(f"{label} works at x{scale}, but the degradation {deg} downscales by {deg.scale}")
+    reference = None
+    if target is not None:
+        from .filters import parse_filter
+
+        if not clean:
+            raise InputError(f"{data} holds paired inputs ({layout}); --target filters folders of clean images")
+        if scale != 1:
+            raise InputError(f"--target compares at the input's size; {label} works at x{scale}")
+        reference = parse_filter(target)
     conv = _convention(convention, task, scale)
-    result = EvalResult(label, str(data), layout, None if deg is None else str(deg), conv, seed)
+    described = None if deg is None else str(deg)
+    if reference is not None:
+        described = f"target {target}" + ("" if deg is None else f", input {deg}")
+    result = EvalResult(label, str(data), layout, described, conv, seed)
     from tqdm.auto import tqdm
 
     for name, inp_path, tgt_path in tqdm(pairs, desc=f"eval {label}", unit="img", disable=not progress):
-        target = read_image(tgt_path).color[None]
+        truth = read_image(tgt_path).color[None]
         if inp_path is None:
-            assert deg is not None
-            target = _modcrop(target, scale)
-            x = deg(target, seed=_image_seed(seed, name))
+            truth = _modcrop(truth, scale)
+            x = truth if deg is None else deg(truth, seed=_image_seed(seed, name))
+            if reference is not None:
+                truth = reference(truth)
         else:
             x = read_image(inp_path).color[None]
             h, w = x.shape[-2] * scale, x.shape[-1] * scale
-            if not (h <= target.shape[-2] < h + scale and w <= target.shape[-1] < w + scale):
+            if not (h <= truth.shape[-2] < h + scale and w <= truth.shape[-1] < w + scale):
                 raise InputError(
-                    f"{name}: input {tuple(x.shape[-2:])} x{scale} does not match the target {tuple(target.shape[-2:])}"
+                    f"{name}: input {tuple(x.shape[-2:])} x{scale} does not match the target {tuple(truth.shape[-2:])}"
                 )
-            target = target[..., :h, :w]
+            truth = truth[..., :h, :w]
         y = restore(x)
-        result.images.append(ImageScore(name, float(psnr(y, target, conv)[0]), float(ssim(y, target, conv)[0])))
+        result.images.append(ImageScore(name, float(psnr(y, truth, conv)[0]), float(ssim(y, truth, conv)[0])))
     return result
 
 
