@@ -37,7 +37,7 @@ from torch import nn
 
 from ..errors import InputError
 from ..image import rgb_to_grey
-from ..registry import ArchSpec, HubSource, WeightRecord, register_arch, register_weights
+from ..registry import ArchSpec, BundledSource, HubSource, Metric, WeightRecord, register_arch, register_weights
 
 _MULTIPLE = 16  # four 2x poolings in the guidance U-Net
 _EXTRA = {None: 0, "mask": 1, "hints": 4}
@@ -229,8 +229,20 @@ _TASKS = {
 }
 
 
+# The weights restorekit trained and ships inside the package (restorekit/weights/, fp16 safetensors):
+# digest and size of each file, the training run, and what `restorekit eval` measured on the shipped file
+# (commands in docs/spatial_rnn.md). Tags missing here are unpublished.
+_TRAINING = (
+    "restorekit-train fit --preset spatial_rnn.{tag} on BSD200 + T91 (291 colour images, no test image), "
+    "64-px patches, batch 16, Adam 5e-4 with cosine decay, {steps} steps, EMA 0.999; exported as fp16"
+)
+_SHIPPED: dict[str, dict[str, Any]] = {}
+
+
 def _record(tag: str) -> WeightRecord:
     task, condition, description, params = _TASKS[tag]
+    shipped = _SHIPPED.get(tag)
+    filename = f"spatial_rnn_{tag}.safetensors"
     return WeightRecord(
         arch="spatial_rnn",
         tag=tag,
@@ -242,12 +254,16 @@ def _record(tag: str) -> WeightRecord:
         size_multiple=1,
         dtypes=("float32",),
         params=params,
-        hub=HubSource(repo_id="restorekit/spatial_rnn", filename=f"spatial_rnn_{tag}.safetensors"),
+        hub=HubSource(repo_id="restorekit/spatial_rnn", filename=filename),
+        bundled=BundledSource(filename, shipped["sha256"], shipped["size"]) if shipped else None,
         license="MIT (restorekit)",
-        origin="restorekit's own training (not published yet)",
+        origin=_TRAINING.format(tag=tag, steps=shipped["steps"])
+        if shipped
+        else "restorekit's own training (not published yet)",
         paper=_PAPER,
+        metrics=tuple(Metric(*m) for m in shipped["metrics"]) if shipped else (),
         default=tag == "denoise",
-        notes="weights come from the training issue; until then this entry is unpublished (pretrained=False works)",
+        notes=shipped["notes"] if shipped else "not trained yet; pretrained=False builds the network",
     )
 
 

@@ -1,0 +1,131 @@
+"""The weights bundled in the package: digests, the wheel's contents, and the README main job offline.
+
+The last test builds the wheel, installs it (no dependencies, no index) into a fresh virtual environment
+that borrows this interpreter's site-packages only for the dependencies, and runs the README's main job
+(`python examples/quickstart.py`) from an empty folder with an empty cache, the hub client offline and
+every proxy pointing at a closed port: it has to restore the sample with the bundled weights alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from restorekit.registry import get_record, list_models
+from restorekit.weights import BUNDLED_DIR, resolve
+
+ROOT = Path(__file__).resolve().parents[1]
+BUNDLED = [get_record(n) for n in list_models() if get_record(n).bundled is not None]
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_the_spatial_rnn_models_are_bundled_and_one_is_the_default():
+    assert {r.name for r in BUNDLED} >= {
+        "spatial_rnn.denoise",
+        "spatial_rnn.smooth_l0",
+        "spatial_rnn.inpaint",
+        "spatial_rnn.colorize",
+    }
+    assert get_record("spatial_rnn").name == "spatial_rnn.denoise"
+
+
+@pytest.mark.parametrize("record", BUNDLED, ids=lambda r: r.name)
+def test_bundled_file_matches_its_record(record, tmp_path, monkeypatch):
+    path = BUNDLED_DIR / record.bundled.filename
+    data = path.read_bytes()
+    assert len(data) == record.bundled.size and _sha256(data) == record.bundled.sha256
+    # Resolved offline with an empty cache, straight from the package.
+    monkeypatch.setenv("RESTOREKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert resolve(record, progress=False) == path
+    assert any(m.source == "measured" for m in record.metrics), "bundled weights must carry measured metrics"
+    assert "restorekit-train" in record.origin and record.license.startswith("MIT")
+
+
+def test_the_wheel_carries_the_weights(tmp_path):
+    wheel = _build_wheel(tmp_path)
+    with zipfile.ZipFile(wheel) as zf:
+        for record in BUNDLED:
+            data = zf.read(f"restorekit/weights/{record.bundled.filename}")
+            assert _sha256(data) == record.bundled.sha256, record.name
+
+
+def _build_wheel(tmp_path: Path) -> Path:
+    out = tmp_path / "wheel"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q", "-w", str(out)]
+        + [str(ROOT)],
+        check=True,
+        cwd=tmp_path,
+        env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
+    )
+    (wheel,) = out.glob("restorekit-*.whl")
+    return wheel
+
+
+@pytest.mark.slow
+def test_readme_main_job_in_a_fresh_venv_without_network(tmp_path):
+    wheel = _build_wheel(tmp_path)
+    env_dir = tmp_path / "venv"
+    venv.EnvBuilder(system_site_packages=True, with_pip=False).create(env_dir)
+    py = env_dir / "bin" / "python"
+    offline = {
+        **{k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)},
+        "RESTOREKIT_CACHE": str(tmp_path / "empty-cache"),
+        "HF_HOME": str(tmp_path / "empty-hf"),
+        "HF_HUB_OFFLINE": "1",
+        "HTTP_PROXY": "http://127.0.0.1:9",
+        "HTTPS_PROXY": "http://127.0.0.1:9",
+        "ALL_PROXY": "http://127.0.0.1:9",
+        "NO_PROXY": "",
+        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+    }
+    # The wheel alone, nothing fetched: its dependencies come from this interpreter's site-packages.
+    subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(py), "install", "-q", "--no-deps", "--no-index", str(wheel)],
+        check=True,
+        env=offline,
+    )
+    where = subprocess.run(
+        [str(py), "-c", "import restorekit, sys; print(restorekit.__file__)"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=offline,
+        cwd=tmp_path,
+    ).stdout.strip()
+    assert Path(where).is_relative_to(env_dir), f"restorekit imported from {where}, not the fresh venv"
+    work = tmp_path / "job"
+    work.mkdir()
+    done = subprocess.run(
+        [str(py), str(ROOT / "examples" / "quickstart.py")],
+        capture_output=True,
+        text=True,
+        env=offline,
+        cwd=work,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    (result,) = work.glob("*.png")
+    clean = np.asarray(Image.open(ROOT / "examples" / "sample.png"), dtype=np.float64)
+    noisy = np.asarray(Image.open(ROOT / "examples" / "noisy_sample.png"), dtype=np.float64)
+    restored = np.asarray(Image.open(result), dtype=np.float64)
+
+    def psnr(a: np.ndarray) -> float:
+        return float(10 * np.log10(255**2 / np.mean((a - clean) ** 2)))
+
+    assert restored.shape == clean.shape
+    assert psnr(restored) > psnr(noisy) + 3, (psnr(noisy), psnr(restored))
+    assert not list((tmp_path / "empty-cache").rglob("*.safetensors")), "nothing should be downloaded or cached"
