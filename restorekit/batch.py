@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import RestorekitError
+from .errors import InputError, RestorekitError
 from .image import IMAGE_EXTENSIONS
 
-__all__ = ["BatchReport", "expand_inputs", "run_batch"]
+__all__ = ["BatchReport", "expand_inputs", "find_mask", "run_batch"]
 
 
 @dataclass
@@ -71,6 +71,40 @@ def _stale_temporaries(target: Path) -> list[Path]:
     return list(target.parent.glob(f".{glob.escape(target.name)}.*.tmp*"))
 
 
+def find_mask(masks: Path, rel: Path) -> Path | None:
+    """The mask in the folder ``masks`` for the input whose output path is ``rel``: ``masks/rel`` (same relative
+    name), else the same stem with ``.png`` (``photo.jpg`` -> ``photo.png``); None when neither exists."""
+    for candidate in (masks / rel, (masks / rel).with_suffix(".png")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _check_masks(restorer, masks: Path | None, n_inputs: int) -> None:
+    """Say before any work whether --mask fits the model and the inputs."""
+    name = restorer.record.name
+    if masks is None:
+        if getattr(restorer, "mask_channels", 0):
+            raise InputError(
+                f"{name} needs a mask per input: pass --mask M (masks=), a mask file for one input or a folder of "
+                "masks named as the inputs; white/1 where the pixel (colorize: its colour) is known, black/0 to fill"
+            )
+        return
+    if not getattr(restorer, "mask_channels", 0):
+        raise InputError(
+            f"{name} takes no mask; --mask is for inpainting/colourisation models (spatial_rnn.inpaint, "
+            "spatial_rnn.colorize). Drop --mask for this model."
+        )
+    if masks.is_file():
+        if n_inputs > 1:
+            raise InputError(
+                f"--mask {masks} is one file but there are {n_inputs} inputs; give a folder of masks named as the "
+                "inputs (same name, or the same stem with .png)"
+            )
+    elif not masks.is_dir():
+        raise InputError(f"--mask {masks}: no such file or folder")
+
+
 def run_batch(
     restorer,
     specs: Sequence[str | os.PathLike],
@@ -78,13 +112,22 @@ def run_batch(
     *,
     overwrite: bool = False,
     progress: bool = True,
+    masks: str | os.PathLike | None = None,
 ) -> BatchReport:
-    """Restore every input into ``out_dir``; never overwrite an input; report instead of stopping on a bad file."""
+    """Restore every input into ``out_dir``; never overwrite an input; report instead of stopping on a bad file.
+
+    ``masks`` (inpainting/colourisation models, which need one): a mask file for a single input, or a folder
+    where each input's mask has the input's relative output name (``sub/a.jpg`` -> ``masks/sub/a.jpg``) or the
+    same stem with ``.png`` (``masks/sub/a.png``). An input without a mask is reported failed; a model that
+    takes no mask given ``masks``, or a mask model given none, is an :class:`InputError` before any work.
+    """
     from tqdm.auto import tqdm
 
     out = Path(out_dir)
     report = BatchReport()
     pairs, missing = expand_inputs(specs)
+    mask_path = Path(masks) if masks is not None else None
+    _check_masks(restorer, mask_path, len(pairs))
     report.failed += missing
     inputs = {p.resolve() for p, _ in pairs}
     seen: dict[Path, Path] = {}
@@ -99,13 +142,26 @@ def run_batch(
             report.failed.append((str(src), f"output {target} is also the output of {seen[resolved]}; rename one"))
             continue
         seen[resolved] = src
+        mask = None
+        if mask_path is not None:
+            mask = mask_path if mask_path.is_file() else find_mask(mask_path, rel)
+            if mask is None:
+                tried = f"{mask_path / rel}" + (
+                    "" if rel.suffix == ".png" else f" or {(mask_path / rel).with_suffix('.png')}"
+                )
+                report.failed.append((str(src), f"no mask for it: looked for {tried}"))
+                bar.set_postfix(failed=len(report.failed))
+                continue
         if target.exists() and not overwrite:
             report.skipped.append(target)
             continue
         for tmp in _stale_temporaries(target):
             tmp.unlink(missing_ok=True)
         try:
-            restorer.run(src, target, overwrite=True)
+            if mask is None:
+                restorer.run(src, target, overwrite=True)
+            else:
+                restorer.run(src, target, overwrite=True, mask=mask)
         except (RestorekitError, OSError, ValueError) as err:
             report.failed.append((str(src), str(err)))  # the caller reports these; the library prints nothing
             bar.set_postfix(failed=len(report.failed))

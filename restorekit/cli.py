@@ -1,6 +1,7 @@
 """The ``restorekit`` command. Argument parsing only: every action is a library call.
 
 restorekit run msrn.sr_x4 photos/ -o out/
+restorekit run spatial_rnn.inpaint photos/ -o out/ --mask masks/
 restorekit list --task sr
 restorekit info msrn.sr_x4
 restorekit download msrn.sr_x2 msrn.sr_x4
@@ -49,6 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
     r.add_argument("--dtype", default="auto", help="auto, float32, float16, bfloat16")
     r.add_argument("--tile", type=_tile, default="auto", help="auto, 0 for the whole image, or a tile size in px")
+    r.add_argument(
+        "--mask",
+        metavar="M",
+        help="inpainting/colourisation: a mask file (one input) or a folder of masks with the inputs' names (or "
+        "stem.png); white = known, black = to fill",
+    )
     r.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.add_argument("--lam", type=float, help="l0smooth only: the L0 weight lambda (default 0.02)")
@@ -81,11 +88,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     ev = sub.add_parser("eval", help="measure PSNR/SSIM of a model or a baseline on a benchmark folder")
-    ev.add_argument("model", help="arch.tag, an architecture name, or a baseline: bicubic, identity")
+    ev.add_argument("model", help="arch.tag, an architecture name, or a baseline: bicubic, identity, nearest")
     ev.add_argument("--data", required=True, metavar="DIR", help="x{s}/HR + x{s}/LR, HR + LR, input + target, or clean")
     ev.add_argument("--task", help="narrow an architecture name to a task; the task a baseline stands in for")
     ev.add_argument("--scale", type=int, help="SR scale (picks x{scale}/ folders and the model)")
-    ev.add_argument("--degrade", metavar="SPEC", help="for clean images: noise:25, jpeg:10, bicubic:4, rain, haze ...")
+    ev.add_argument(
+        "--degrade",
+        metavar="SPEC",
+        help="for clean images: noise:25, jpeg:10, bicubic:4, rain, mask:0.5, hints:0.03 ...",
+    )
     ev.add_argument("--convention", help="y_shave_scale, y_shave_scale:as_rgb, full_image, y_full (default: task's)")
     ev.add_argument("--seed", type=int, default=0, help="seed of the degradation (per image: seed and file name)")
     ev.add_argument("--weights", metavar="PATH", help="evaluate this local weight file")
@@ -136,7 +147,14 @@ def _dispatch(args: argparse.Namespace) -> int:
                 dtype=args.dtype,
                 tile=args.tile,
             )
-        report = run_batch(restorer, args.inputs, args.output, overwrite=args.overwrite, progress=not args.no_progress)
+        report = run_batch(
+            restorer,
+            args.inputs,
+            args.output,
+            overwrite=args.overwrite,
+            progress=not args.no_progress,
+            masks=args.mask,
+        )
         for src, reason in report.failed:
             print(f"restorekit: failed: {src}: {reason}", file=sys.stderr)
         print(report.summary())

@@ -20,7 +20,10 @@ so a seed gives the same degradation on CPU and GPU. Each image of a batch gets 
 ========================  ==============================================================================
 
 :func:`parse` turns a short spec such as ``"noise:25"``, ``"jpeg:10"`` or ``"bicubic:4"`` into a
-:class:`Degradation` that the evaluation runner applies to clean images.
+:class:`Degradation` that the evaluation runner applies to clean images. The masked specs ``"mask:0.5"``
+(inpainting: the fraction of pixels missing, default 0.5) and ``"hints:0.03"`` (colourisation: the fraction
+with known colour, default 0.03) mean what they mean in training; :meth:`Degradation.with_mask` gives the
+network input and its mask.
 
 >>> x = torch.rand(2, 3, 32, 32)
 >>> noisy = gaussian_noise(x, 25, seed=0)
@@ -379,7 +382,7 @@ def colour_hints(
 
 # ------------------------------------------------------------------------------------------------ specs
 
-_SPECS: dict[str, tuple[str, Callable[..., torch.Tensor], dict[str, type]]] = {
+_SPECS: dict[str, tuple[str, Callable[..., Any], dict[str, type]]] = {
     # name: (positional parameter, function, parameter types)
     "noise": ("sigma", gaussian_noise, {"sigma": float, "clip": bool, "quantize": bool}),
     "jpeg": ("quality", jpeg, {"quality": int, "subsampling": str}),
@@ -388,8 +391,12 @@ _SPECS: dict[str, tuple[str, Callable[..., torch.Tensor], dict[str, type]]] = {
     "motion_blur": ("size", motion_blur, {"size": int}),
     "rain": ("density", rain, {"density": float, "length": float, "angle": float, "strength": float}),
     "haze": ("beta", haze, {"beta": float, "airlight": float}),
+    "mask": ("ratio", mask_pixels, {"ratio": float}),
+    "hints": ("ratio", colour_hints, {"ratio": float}),
 }
-_SEEDED = {"noise", "gaussian_blur", "motion_blur", "rain", "haze"}
+_SEEDED = {"noise", "gaussian_blur", "motion_blur", "rain", "haze", "mask", "hints"}
+# Masked specs -> (the model condition they feed, default ratio); the defaults are training's (train.data).
+MASKED = {"mask": ("mask", 0.5), "hints": ("hints", 0.03)}
 
 
 def _convert(kind: type, text: str, where: str) -> Any:
@@ -416,11 +423,31 @@ class Degradation:
         object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
 
     def __call__(self, x: torch.Tensor, seed: Seed = None) -> torch.Tensor:
+        if self.name in MASKED:
+            return self.with_mask(x, seed)[0]
         fn = _SPECS[self.name][1]
         kwargs = dict(self.params)
         if self.name in _SEEDED:
             kwargs["seed"] = seed
         return fn(x, **kwargs)
+
+    @property
+    def condition(self) -> str | None:
+        """``"mask"`` (inpainting) or ``"hints"`` (colourisation) for a masked spec, else None."""
+        return MASKED[self.name][0] if self.name in MASKED else None
+
+    def with_mask(self, x: torch.Tensor, seed: Seed = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """A masked spec's (network input, mask (N, 1, H, W), 1 = known), as training builds them.
+
+        ``mask``: the image with its missing pixels set to 0; ``hints``: the grey (BT.601 luma) image as RGB
+        with the true colour pasted in where the mask is 1 (its luma is the grey image everywhere).
+        """
+        if self.name == "mask":
+            return mask_pixels(x, ratio=self.params["ratio"], seed=seed)
+        if self.name == "hints":
+            grey, hints, mask = colour_hints(x, ratio=self.params["ratio"], seed=seed)
+            return grey.expand(-1, 3, -1, -1) * (1 - mask) + hints, mask
+        raise InputError(f"the degradation {self} has no mask; with_mask() is for mask:RATIO and hints:RATIO")
 
     @property
     def random(self) -> bool:
@@ -433,12 +460,16 @@ class Degradation:
         return int(self.params.get("scale", 1)) if self.name == "bicubic" else 1
 
     def __str__(self) -> str:
+        if self.name in MASKED:  # as training writes them: mask:0.5, hints:0.03
+            return f"{self.name}:{self.params['ratio']:g}"
         return self.name + (":" + ",".join(f"{k}={v}" for k, v in self.params.items()) if self.params else "")
 
 
 def parse(spec: str) -> Degradation:
     """``"name[:value][,key=value...]"``: ``noise:25``, ``noise:sigma=25,clip``, ``jpeg:10``, ``bicubic:4``,
-    ``gaussian_blur:1.6``, ``gaussian_blur`` (random kernels), ``motion_blur:21``, ``rain``, ``haze:beta=1.2``."""
+    ``gaussian_blur:1.6``, ``gaussian_blur`` (random kernels), ``motion_blur:21``, ``rain``, ``haze:beta=1.2``,
+    ``mask:0.5`` (fraction of pixels missing, default 0.5), ``hints:0.03`` (fraction with known colour, default
+    0.03)."""
     name, _, rest = spec.strip().partition(":")
     if name not in _SPECS:
         raise InputError(f"unknown degradation {name!r}; use one of {', '.join(_SPECS)} (e.g. noise:25, jpeg:10)")
@@ -454,4 +485,11 @@ def parse(spec: str) -> Degradation:
     if name in ("noise", "jpeg", "bicubic") and positional not in params:
         example = {"noise": "noise:25", "jpeg": "jpeg:10", "bicubic": "bicubic:4"}[name]
         raise InputError(f"degradation {name!r} needs its {positional}, e.g. {example}")
+    if name in MASKED:
+        ratio = params.setdefault("ratio", MASKED[name][1])
+        if not 0 <= ratio <= 1:
+            what = "missing" if name == "mask" else "with known colour"
+            raise InputError(
+                f"degradation {name!r}: the ratio is the fraction of pixels {what}, in [0, 1]; got {ratio}"
+            )
     return Degradation(name, params)

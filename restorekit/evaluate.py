@@ -12,10 +12,22 @@ The folder is one of:
   reproducible and a subset gets the same inputs. For SR, clean images default to ``bicubic:{scale}``
   (MATLAB imresize, as the published LR files were made) after cropping them to a multiple of the scale.
 
-The model is a registered name (its published weights, or ``weights=PATH`` for your own), or a baseline:
-``bicubic`` (SR: MATLAB ``imresize`` of the LR input by the scale) or ``identity`` (the degraded input
-itself). The convention defaults from the task (:mod:`restorekit.metrics`: SR ``y_shave_scale``, denoising
-``full_image``, JPEG and deraining ``y_full``, otherwise ``full_image``) and is printed with every table.
+Inpainting and colourisation models (those that take ``mask=``) are measured on clean images with a masked
+spec: ``mask:0.5`` (half the pixels missing) or ``hints:0.03`` (3 % of the pixels keep their colour). The mask
+is drawn per image from the same seed as any other degradation, so a model and a baseline see identical masks.
+
+The model is a registered name (its published weights, or ``weights=PATH`` for your own), or a baseline
+(:data:`BASELINE_TASKS` says which tasks each stands for):
+
+* ``bicubic`` (SR): MATLAB ``imresize`` of the LR input by the scale;
+* ``identity`` (any task): the degraded input itself; for ``mask:`` the input as an inpainting network sees
+  it, missing pixels at 0.5 (mid-grey); for ``hints:`` the grey image with the known colours pasted in;
+* ``nearest`` (inpainting, ``mask:``): each missing pixel copies its nearest known pixel
+  (:func:`nearest_fill`).
+
+The convention defaults from the task (:mod:`restorekit.metrics`: SR ``y_shave_scale``, denoising
+``full_image``, JPEG and deraining ``y_full``, otherwise (inpainting and colourisation included)
+``full_image``) and is printed with every table.
 """
 
 from __future__ import annotations
@@ -39,10 +51,16 @@ from .metrics import DENOISE, JPEG, SR, Convention, get_convention, psnr, ssim
 from .registry import Metric
 from .resize import imresize
 
-__all__ = ["evaluate", "EvalResult", "ImageScore", "find_pairs", "BASELINES"]
+__all__ = ["evaluate", "EvalResult", "ImageScore", "find_pairs", "nearest_fill", "BASELINES", "BASELINE_TASKS"]
 
-BASELINES = ("bicubic", "identity")
-_TASK_CONVENTIONS = {"denoise": DENOISE, "jpeg": JPEG, "derain": JPEG}
+BASELINES = ("bicubic", "identity", "nearest")
+# The tasks each baseline stands in for (None: any task; it then takes the task of the degradation).
+BASELINE_TASKS: dict[str, tuple[str, ...] | None] = {"bicubic": ("sr",), "identity": None, "nearest": ("inpaint",)}
+_TASK_CONVENTIONS = {"denoise": DENOISE, "jpeg": JPEG, "derain": JPEG, "inpaint": DENOISE, "colorize": DENOISE}
+_CONDITION_TASKS = {"mask": "inpaint", "hints": "colorize"}  # a masked spec's condition -> the task it measures
+_BIG = 1 << 40  # "no known pixel" as a squared distance; far below int64's limit even with a dx^2 added
+
+Restore = Callable[[torch.Tensor, "torch.Tensor | None"], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -170,6 +188,66 @@ def _modcrop(x: torch.Tensor, scale: int) -> torch.Tensor:
     return x[..., : h - h % scale, : w - w % scale]
 
 
+def nearest_fill(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Fill the missing pixels of ``x`` (N, C, H, W) by copying the exactly nearest (Euclidean) known pixel.
+
+    ``mask`` is (N or 1, 1, H, W), known where > 0.5. Ties between equally near known pixels go to the one at
+    the smallest horizontal offset, then to the one on the left, then to the one above. Known pixels are kept;
+    an image with no known pixel at all is filled with 0.5 (there is nothing to copy).
+
+    Exact and separable: every column's nearest known pixel for each row (two running scans), then for every
+    pixel the best column at horizontal offset 0, 1, 2, ..., stopping once the offset alone is farther than
+    every pixel's best so far. Each step is one pass over the image, and there are as many steps as the widest
+    hole needs (a few for scattered missing pixels), so large holes are handled without a per-pixel search.
+    """
+    if x.ndim != 4 or mask.ndim != 4 or mask.shape[1] != 1 or mask.shape[-2:] != x.shape[-2:]:
+        raise InputError(
+            f"nearest_fill needs x (N, C, H, W) and a mask (N, 1, H, W) of the same size, got {tuple(x.shape)} "
+            f"and {tuple(mask.shape)}"
+        )
+    if mask.shape[0] not in (1, x.shape[0]):
+        raise InputError(f"nearest_fill: {mask.shape[0]} masks for {x.shape[0]} images; give one, or one per image")
+    known = (mask > 0.5).expand(x.shape[0], -1, -1, -1)[:, 0].cpu()
+    out = torch.empty_like(x)
+    for i in range(x.shape[0]):
+        index = _nearest_index(known[i])
+        if index is None:
+            out[i] = 0.5
+            continue
+        rows, cols = index[0].to(x.device), index[1].to(x.device)
+        out[i] = x[i][:, rows, cols]
+    return out
+
+
+def _nearest_index(known: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(row, column) of the nearest known pixel of every pixel of a (H, W) bool map (see :func:`nearest_fill`)."""
+    h, w = known.shape
+    if not bool(known.any()):
+        return None
+    rows = torch.arange(h).view(h, 1).expand(h, w)
+    cols = torch.arange(w).view(1, w).expand(h, w)
+    above = torch.where(known, rows, -1).cummax(0).values  # the nearest known row at or above, -1: none
+    below = torch.where(known, rows, h).flip(0).cummin(0).values.flip(0)  # at or below, h: none
+    up = torch.where(above >= 0, rows - above, _BIG)
+    down = torch.where(below < h, below - rows, _BIG)
+    take_up = up <= down  # a tie within a column goes to the pixel above
+    dy = torch.where(take_up, up, down)
+    col_d2 = torch.where(dy < _BIG, dy * dy, _BIG)  # squared distance to the column's nearest known pixel
+    col_row = torch.where(take_up, above, below)
+    best, src_row, src_col = col_d2.clone(), col_row.clone(), cols.clone()
+    for dx in range(1, w):
+        if dx * dx >= int(best.max()):
+            break  # no column this far can be strictly nearer for any pixel
+        # the column dx to the left first, then dx to the right: strict improvements only (the tie rule)
+        for to, frm in ((slice(dx, None), slice(None, w - dx)), (slice(None, w - dx), slice(dx, None))):
+            cand = col_d2[:, frm] + dx * dx
+            better = cand < best[:, to]
+            best[:, to] = torch.where(better, cand, best[:, to])
+            src_row[:, to] = torch.where(better, col_row[:, frm], src_row[:, to])
+            src_col[:, to] = torch.where(better, cols[:, frm], src_col[:, to])
+    return src_row, src_col
+
+
 def evaluate(
     model: str,
     data: str | os.PathLike,
@@ -189,7 +267,8 @@ def evaluate(
     """Measure ``model`` (a registered name, ``bicubic`` or ``identity``) on the benchmark folder ``data``.
 
     ``task``/``scale`` narrow an architecture name (and tell a baseline what it stands in for);
-    ``degradation`` is required for a folder of clean images unless the task is SR; ``convention`` is a
+    ``degradation`` is required for a folder of clean images unless the task is SR (``mask:0.5`` or
+    ``hints:0.03`` for models that take a mask); ``convention`` is a
     :class:`~restorekit.metrics.Convention` or a preset name (default: from the task). ``pretrained=False``
     measures a randomly initialised network (tests). ``target`` (a :func:`restorekit.filters.parse_filter`
     spec such as ``l0smooth:0.02``) scores against that filter's output on each clean image instead of the
@@ -201,14 +280,15 @@ def evaluate(
         if scale is not None and scale != deg.scale:
             raise InputError(f"--scale {scale} contradicts the degradation {deg}")
         scale = deg.scale
-    restore, task, scale, label = _model(model, task, scale, weights, pretrained, device, tile)
+    restore, task, scale, label, condition = _model(model, task, scale, weights, pretrained, device, tile, deg)
+    _check_condition(label, condition, deg)
     layout, pairs = find_pairs(data, scale if scale > 1 else None)
     clean = layout == "clean images"
     if clean and deg is None and target is None:
         if task != "sr":
             raise InputError(
                 f"{data} holds clean images: say how to degrade them with --degrade, e.g. noise:25 (Gaussian, "
-                "sigma on 0-255), jpeg:10, bicubic:4, gaussian_blur, motion_blur, rain, haze"
+                "sigma on 0-255), jpeg:10, bicubic:4, gaussian_blur, motion_blur, rain, haze, mask:0.5, hints:0.03"
             )
         deg = Degradation("bicubic", {"scale": scale})
     if not clean and deg is not None:
@@ -233,9 +313,17 @@ def evaluate(
 
     for name, inp_path, tgt_path in tqdm(pairs, desc=f"eval {label}", unit="img", disable=not progress):
         truth = read_image(tgt_path).color[None]
+        mask = None
         if inp_path is None:
             truth = _modcrop(truth, scale)
-            x = truth if deg is None else deg(truth, seed=_image_seed(seed, name))
+            if deg is not None and deg.condition == "hints" and truth.shape[1] != 3:
+                raise InputError(f"{name} is a grey image; hints:RATIO (colourisation) needs colour images")
+            if deg is None:
+                x = truth
+            elif deg.condition is None:
+                x = deg(truth, seed=_image_seed(seed, name))
+            else:
+                x, mask = deg.with_mask(truth, seed=_image_seed(seed, name))
             if reference is not None:
                 truth = reference(truth)
         else:
@@ -246,7 +334,7 @@ def evaluate(
                     f"{name}: input {tuple(x.shape[-2:])} x{scale} does not match the target {tuple(truth.shape[-2:])}"
                 )
             truth = truth[..., :h, :w]
-        y = restore(x)
+        y = restore(x, mask)
         result.images.append(ImageScore(name, float(psnr(y, truth, conv)[0]), float(ssim(y, truth, conv)[0])))
     return result
 
@@ -259,6 +347,26 @@ def _convention(convention: str | Convention | None, task: str, scale: int) -> C
     return SR(scale) if task == "sr" else _TASK_CONVENTIONS.get(task, DENOISE)
 
 
+def _check_condition(label: str, condition: str | None, deg: Degradation | None) -> None:
+    """A model that takes a mask needs the matching masked spec, and a masked spec needs such a model."""
+    if deg is not None and deg.condition is not None and condition is None:
+        raise InputError(
+            f"{label} takes no mask, so it cannot be measured on {deg}; masked specs are for inpainting and "
+            "colourisation models (spatial_rnn.inpaint with mask:RATIO, spatial_rnn.colorize with hints:RATIO) "
+            "and the baselines nearest (mask:) and identity"
+        )
+    if condition is not None and (deg is None or deg.condition != condition):
+        want = {
+            "mask": "mask:0.5 (the fraction of pixels missing)",
+            "hints": "hints:0.03 (the fraction with known colour)",
+        }
+        given = f"not {deg}" if deg is not None else "without one there is no mask to give it"
+        raise InputError(
+            f"{label} takes {'a mask of missing pixels' if condition == 'mask' else 'colour hints'}: measure it on a "
+            f"folder of clean images with --degrade {want[condition]}; {given}"
+        )
+
+
 def _model(
     model: str,
     task: str | None,
@@ -267,22 +375,51 @@ def _model(
     pretrained: bool,
     device: str | torch.device,
     tile: int | str | None,
-) -> tuple[Callable[[torch.Tensor], torch.Tensor], str, int, str]:
-    """(restore function on (1, C, H, W), task, scale, label)."""
+    deg: Degradation | None = None,
+) -> tuple[Restore, str, int, str, str | None]:
+    """(restore function on (1, C, H, W) and a (1, 1, H, W) mask or None, task, scale, label, condition).
+
+    ``condition`` is the masked spec kind the model needs (``"mask"``, ``"hints"``), None for none.
+    """
+    masked = deg.condition if deg is not None else None
     if model == "bicubic":
         if not scale or scale < 2 or (task not in (None, "sr")):
             raise InputError("the bicubic baseline upsamples SR inputs: give --scale 2, 3, 4 ... (and task sr)")
         s = int(scale)
 
-        def upsample(x: torch.Tensor) -> torch.Tensor:
+        def upsample(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
             # As MATLAB's imresize on the uint8 LR image when the input is 8-bit (rounded after each pass).
             return imresize(x, s, quantize=_on_8bit_grid(x)).clamp(0, 1)
 
-        return upsample, "sr", s, f"bicubic x{s}"
+        return upsample, "sr", s, f"bicubic x{s}", None
     if model == "identity":
         if scale not in (None, 1):
             raise InputError("the identity baseline returns its input, so it has no scale; for SR use bicubic")
-        return (lambda x: x), task or "denoise", 1, "identity"
+        if masked is None:
+            return (lambda x, mask: x), task or "denoise", 1, "identity", None
+        masked_task = _CONDITION_TASKS[masked]
+        if task not in (None, masked_task):
+            raise InputError(f"the degradation {deg} makes a {masked_task} benchmark, not {task}; drop --task {task}")
+
+        def identity(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+            assert mask is not None
+            # hints: the input already is the grey image with the known colours; mask: holes at mid-grey,
+            # as the inpainting network sees them.
+            return x if masked == "hints" else x * mask + 0.5 * (1 - mask)
+
+        return identity, masked_task, 1, "identity", masked
+    if model == "nearest":
+        if masked != "mask" or task not in (None, "inpaint") or scale not in (None, 1):
+            raise InputError(
+                "the nearest baseline fills missing pixels (inpainting): use it on clean images with --degrade "
+                f"mask:RATIO, e.g. mask:0.5{f', not {deg}' if deg is not None else ''}"
+            )
+
+        def fill(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+            assert mask is not None
+            return nearest_fill(x, mask)
+
+        return fill, "inpaint", 1, "nearest", "mask"
     from .registry import get_record
     from .restorer import Restorer
 
@@ -290,15 +427,19 @@ def _model(
     if weights is None and pretrained and not record.published:
         raise WeightsNotAvailableError(
             f"{record.name} has no published weights yet, so there is nothing to evaluate; pass --weights PATH "
-            "(weights=PATH) to measure your own, or a baseline model: bicubic, identity"
+            f"(weights=PATH) to measure your own, or a baseline model: {', '.join(BASELINES)}"
         )
     restorer = Restorer(
         record.name, weights=weights, pretrained=pretrained if weights is None else True, device=device, tile=tile
     )
     from .image import Planar
 
-    def run(x: torch.Tensor) -> torch.Tensor:
-        return restorer.restore_planar(Planar(color=x[0].float(), alpha=None, bit_depth=32)).color[None]
+    def run(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        planar = Planar(color=x[0].float(), alpha=None, bit_depth=32)
+        return restorer.restore_planar(planar, mask=mask).color[None]
 
+    condition = None
+    if restorer.mask_channels:
+        condition = getattr(restorer.model, "condition", None) or record.config.get("condition") or "mask"
     label = record.name if weights is None else f"{record.name} ({weights})"
-    return run, record.task, record.scale, label
+    return run, record.task, record.scale, label, condition

@@ -164,3 +164,77 @@ def test_convert_then_run(tmp_path):
     _images(tmp_path / "in", 1)
     cli("run", "msrn.sr_x2", tmp_path / "in", "-o", tmp_path / "out", "--weights", dst, "--no-progress", check=0)
     assert Image.open(tmp_path / "out" / "img0.png").size == (64, 48)
+
+
+@pytest.fixture(scope="module")
+def inpaint_weights(tmp_path_factory):
+    """A randomly initialised tiny spatial_rnn.inpaint saved as a restorekit safetensors file."""
+    from restorekit.archs.spatial_rnn import SPEC, SpatialRNN
+
+    config = {**SPEC.default_config, **SPEC.tiny_config, "condition": "mask"}
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("w") / "inpaint_tiny.safetensors"
+    save_weights(path, SpatialRNN(**config).state_dict(), arch="spatial_rnn", config=config, name="spatial_rnn.inpaint")
+    return path
+
+
+def _mask_image(path: Path, seed: int, size=(24, 32)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(((np.random.default_rng(seed).random(size) > 0.5) * 255).astype(np.uint8)).save(path)
+    return path
+
+
+def test_run_with_masks(tmp_path, inpaint_weights):
+    from restorekit.restorer import Restorer
+
+    src = tmp_path / "in"
+    _images(src, 3)
+    _images(src / "sub", 1)
+    Image.open(src / "img2.png").convert("RGB").save(src / "photo.jpg")
+    (src / "img2.png").unlink()
+    masks = tmp_path / "masks"
+    _mask_image(masks / "img0.png", 1)  # the same name
+    _mask_image(masks / "sub" / "img0.png", 2)  # the same relative name
+    _mask_image(masks / "photo.png", 3)  # the same stem, .png
+    out = tmp_path / "out"
+    w = ["--weights", inpaint_weights, "--device", "cpu", "--no-progress"]
+    proc = cli("run", "spatial_rnn.inpaint", src, "-o", out, "--mask", masks, *w, check=1)
+    assert "3 written" in proc.stdout and "1 failed" in proc.stdout
+    assert f"img1.png: no mask for it: looked for {masks / 'img1.png'}" in proc.stderr, proc.stderr
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*.*")) == ["img0.png", "photo.jpg", "sub/img0.png"]
+    # each output is the library's result for that input with its own mask
+    r = Restorer("spatial_rnn.inpaint", weights=inpaint_weights, device="cpu")
+    for rel, mask in (("img0.png", "img0.png"), ("sub/img0.png", "sub/img0.png")):
+        want = r.run(src / rel, mask=masks / mask)
+        assert np.array_equal(np.asarray(Image.open(out / rel)), want), rel
+        other = r.run(src / rel, mask=masks / "photo.png")
+        assert not np.array_equal(other, want), "the mask changes the result"
+    # one input, one mask file
+    single = cli(
+        "run", "spatial_rnn.inpaint", src / "img1.png", "-o", tmp_path / "one", "--mask", masks / "img0.png", *w
+    )
+    assert single.returncode == 0, single.stderr
+    want = r.run(src / "img1.png", mask=masks / "img0.png")
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "one" / "img1.png")), want)
+    # a mask of the wrong size fails that input, not the run
+    _mask_image(masks / "img1.png", 4, size=(10, 10))
+    bad = cli("run", "spatial_rnn.inpaint", src / "img1.png", "-o", tmp_path / "two", "--mask", masks, *w, check=1)
+    assert "img1.png" in bad.stderr and "one size" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_run_mask_errors_come_before_any_work(tmp_path, inpaint_weights, tiny_weights):
+    src = tmp_path / "in"
+    _images(src, 2)
+    mask = _mask_image(tmp_path / "m.png", 0)
+    out = tmp_path / "out"
+    w = ["--device", "cpu", "--no-progress"]
+    cases = [
+        (["spatial_rnn.inpaint", src, "--weights", inpaint_weights], "needs a mask per input: pass --mask"),
+        (["msrn.sr_x2", src, "--weights", tiny_weights, "--mask", mask], "takes no mask"),
+        (["spatial_rnn.inpaint", src, "--weights", inpaint_weights, "--mask", mask], "one file but there are 2"),
+        (["spatial_rnn.inpaint", src, "--weights", inpaint_weights, "--mask", tmp_path / "nope"], "no such file"),
+    ]
+    for args, message in cases:
+        proc = cli("run", *args, "-o", out, *w, check=1)
+        assert message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+        assert not out.exists(), "nothing is written"

@@ -134,6 +134,30 @@ def test_spec_parsing():
         D.bicubic_downsample(torch.rand(1, 1, 9, 8), 2)
 
 
+def test_masked_specs_mean_what_training_means():
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    m, h = D.parse("mask"), D.parse("hints")
+    assert (str(m), str(h), str(D.parse("mask:0.25")), str(D.parse("hints:ratio=0.1"))) == (
+        "mask:0.5",
+        "hints:0.03",
+        "mask:0.25",
+        "hints:0.1",
+    )
+    assert (m.condition, h.condition, D.parse("noise:5").condition) == ("mask", "hints", None) and m.random
+    inp, mask = D.parse("mask:0.7").with_mask(x, seed=3)
+    assert torch.equal(mask, D.mask_pixels(x, ratio=0.7, seed=3)[1]) and torch.equal(inp, x * mask)
+    assert float(1 - mask.mean()) == pytest.approx(0.7, abs=0.03), "mask:RATIO is the fraction missing"
+    assert torch.equal(D.parse("mask:0.7")(x, seed=3), inp)
+    inp, mask = h.with_mask(x, seed=3)
+    assert float(mask.mean()) == pytest.approx(0.03, abs=0.02), "hints:RATIO is the fraction with colour"
+    grey = D.rgb_to_grey(x).expand(-1, 3, -1, -1)
+    assert torch.equal(inp, torch.where(mask.bool(), x, grey))
+    with pytest.raises(InputError, match=r"fraction of pixels missing, in \[0, 1\]"):
+        D.parse("mask:1.5")
+    with pytest.raises(InputError, match="has no mask"):
+        D.parse("noise:5").with_mask(x)
+
+
 @pytest.mark.slow
 def test_bsd68_sigma25_noisy_psnr_is_the_analytic_value():
     folder = shared_data.require("denoise", "BSD68")
