@@ -267,6 +267,15 @@ def test_validation_is_logged_with_a_convention(images, tmp_path):
     assert _state(tmp_path / "o/checkpoints/last.pt")["metrics"] == summary["metrics"]
 
 
+def test_masked_models_are_validated_with_seeded_masks(images, tmp_path):
+    val = _write_images(tmp_path / "val", n=2, size=(24, 24), seed=5)
+    for name, spec in (("spatial_rnn.inpaint", "mask:0.5"), ("spatial_rnn.colorize", "hints:0.03")):
+        cfg = _tiny_cfg(name, images, tmp_path / name, steps=1, val_data=str(val))
+        assert cfg.degradations == [spec]  # the training degradation is the validation one
+        metrics = {m["metric"]: m["value"] for m in fit(cfg, progress=False)["metrics"]}
+        assert 0 < metrics["psnr"] < 60 and 0 < metrics["ssim"] <= 1, name
+
+
 def test_cli_fit_end_to_end(images, tmp_path):
     cfg = tmp_path / "c.json"
     cfg.write_text(json.dumps({"steps": 100, "lr": 0.5}))

@@ -392,9 +392,6 @@ class Trainer:
         from ..weights import save_weights
 
         cfg = self.cfg
-        if self.mask_channels:
-            _note(f"validation skipped: {self.record.name} needs masks, which the eval runner does not make")
-            return []
         spec = cfg.val_degradation or next((d for d in cfg.degradations if "-" not in d.partition(":")[2]), None)
         module = self.ema.module if self.ema is not None else self.model
         with tempfile.TemporaryDirectory() as tmp:
