@@ -143,7 +143,9 @@ class Restorer:
         ``mask`` (inpainting and colourisation models only, e.g. ``spatial_rnn.inpaint``): an image
         of the same size as ``x`` (path, PIL, numpy HW/HWC, tensor HW/1HW/N1HW), 1 where the pixel
         (or, for colourisation, its colour) is known and 0 where it is to be filled; for a list of
-        inputs, one mask for all or a list of masks.
+        inputs, one mask for all or a list of masks. What the input knows is kept (:func:`keep_known`):
+        inpainting returns the known pixels unchanged, colourisation keeps the input's luma everywhere
+        and its colour at the hints.
         """
         if mask is not None and not self.mask_channels:
             raise InputError(
@@ -236,6 +238,7 @@ class Restorer:
 
     def _forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Pad to the size multiple, run whole or tiled, crop, clamp. x: (N, C, H, W) float32 on the CPU."""
+        given, known = x, mask
         if self.record.pre_upsample:
             # A scale-1 network trained on bicubic-upsampled inputs (MemNet SR): upsample first, then restore.
             x = _resize(x, self.record.scale).clamp_(0, 1)
@@ -258,7 +261,8 @@ class Restorer:
         y = torch.cat(outs, 0)
         if self.spec.value_range != 1:
             y = y / self.spec.value_range
-        return y[:, :, : h * s, : w * s].clamp_(0, 1)
+        y = y[:, :, : h * s, : w * s].clamp_(0, 1)
+        return y if known is None else keep_known(self.record.task, given, y, known)
 
     def _choose_tile(self, h: int, w: int) -> int | None:
         m = self.record.size_multiple
@@ -370,6 +374,23 @@ _ADAPTERS = (
     (np.ndarray, rkimage.numpy_to_planar, rkimage.planar_to_numpy),
     (Image.Image, rkimage.pil_to_planar, rkimage.planar_to_pil),
 )
+
+
+def keep_known(task: str, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """What the input already knows, put back into a masked model's output ``y`` (N, 3, H, W).
+
+    Inpainting: every known pixel (mask 1) is the input's. Colourisation: the luma of every pixel is the
+    input's (the grey image is given; the network only has to find the colour), so the BT.601 Y of ``y``
+    is replaced by the input's and Cb/Cr are kept, and the hint pixels (mask 1) are the input's colour.
+    Partial mask values blend linearly.
+    """
+    if task == "colorize" and x.shape[1] == 3:
+        ycc = rkimage.rgb_to_ycbcr(y)
+        ycc = torch.cat([rkimage.rgb_to_ycbcr(x)[:, :1], ycc[:, 1:]], 1)
+        y = rkimage.ycbcr_to_rgb(ycc).clamp_(0, 1)
+    if task in ("inpaint", "colorize"):
+        y = y * (1 - mask) + x * mask
+    return y
 
 
 def _finite_unit(x: torch.Tensor) -> torch.Tensor:

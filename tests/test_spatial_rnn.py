@@ -178,3 +178,24 @@ def test_restorer_mask_argument():
         with pytest.raises(InputError, match="takes no mask"):
             plain.run(img, mask=mask)
         assert plain.run(img).shape == img.shape
+
+
+def test_masked_outputs_keep_what_the_input_knows():
+    from restorekit import registry
+    from restorekit.image import rgb_to_ycbcr
+
+    inpaint, colorize = _tiny_record("spatial_rnn.inpaint"), _tiny_record("spatial_rnn.colorize")
+    gen = torch.Generator().manual_seed(0)
+    img = torch.rand(1, 3, 20, 27, generator=gen) * 0.8 + 0.1  # away from 0/1, so no clamping
+    mask = (torch.rand(1, 1, 20, 27, generator=gen) > 0.5).float()
+    with registry.temporary(None, inpaint, colorize):
+        torch.manual_seed(0)
+        filled = Restorer(inpaint.name, pretrained=False, device="cpu").run(img, mask=mask)
+        known = mask.bool().expand_as(img)
+        assert torch.equal(filled[known], img[known])  # known pixels come back unchanged
+        assert not torch.allclose(filled[~known], img[~known])  # the holes are the network's
+        coloured = Restorer(colorize.name, pretrained=False, device="cpu").run(img, mask=mask)
+        assert torch.allclose(coloured * mask, img * mask, atol=1e-6)  # the hints are kept
+        # The luma is the input's everywhere (the input's colour off the hints does not matter).
+        y_in, y_out = rgb_to_ycbcr(img)[:, :1], rgb_to_ycbcr(coloured)[:, :1]
+        assert (y_in - y_out).abs().max() < 1e-5
