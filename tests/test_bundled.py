@@ -129,3 +129,49 @@ def test_readme_main_job_in_a_fresh_venv_without_network(tmp_path):
     assert restored.shape == clean.shape
     assert psnr(restored) > psnr(noisy) + 3, (psnr(noisy), psnr(restored))
     assert not list((tmp_path / "empty-cache").rglob("*.safetensors")), "nothing should be downloaded or cached"
+
+
+# ------------------------------------------------------------------ the acceptance figures, on real images
+
+_ACCEPT = [  # (model, degradation, target filter, baseline, margin in dB the model must win by)
+    ("spatial_rnn.denoise", "noise:25", None, "identity", 3.0),
+    ("spatial_rnn.smooth_l0", None, "l0smooth:0.02", "identity", 3.0),
+    ("spatial_rnn.inpaint", "mask:0.5", None, "nearest", 0.5),
+    ("spatial_rnn.colorize", "hints:0.03", None, "identity", 0.5),
+]
+
+
+@pytest.fixture(scope="module")
+def cbsd_subset(tmp_path_factory):
+    """The first 4 CBSD68 images (seeded degradations are per file name, so these are the full set's)."""
+    from . import shared_data
+
+    src = shared_data.require("denoise", "CBSD68")
+    out = tmp_path_factory.mktemp("cbsd4")
+    for p in sorted(src.glob("*.png"))[:4]:
+        (out / p.name).symlink_to(p)
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model, deg, target, baseline, margin", _ACCEPT, ids=[a[0] for a in _ACCEPT])
+def test_bundled_models_beat_their_trivial_baselines(cbsd_subset, model, deg, target, baseline, margin):
+    from restorekit.evaluate import evaluate
+
+    task = "inpaint" if baseline == "nearest" else None
+    ours = evaluate(model, cbsd_subset, degradation=deg, target=target, progress=False)
+    base = evaluate(baseline, cbsd_subset, task=task, degradation=deg, target=target, progress=False)
+    assert ours.psnr > base.psnr + margin, (ours.psnr, base.psnr)
+
+
+@pytest.mark.slow
+def test_the_recorded_denoising_figure_is_reproduced_on_all_of_cbsd68():
+    from restorekit.evaluate import evaluate
+
+    from . import shared_data
+
+    record = get_record("spatial_rnn.denoise")
+    recorded = next(m for m in record.metrics if m.dataset == "CBSD68 sigma 25" and m.metric == "psnr")
+    result = evaluate(record.name, shared_data.require("denoise", "CBSD68"), degradation="noise:25", progress=False)
+    assert len(result.images) == 68
+    assert result.psnr == pytest.approx(recorded.value, abs=0.006)
