@@ -46,7 +46,8 @@ def test_registry_entries():
     assert get_record("spatial_rnn", task="smooth").name == "spatial_rnn.smooth_l0"
     for name in list_models(arch="spatial_rnn"):
         rec = get_record(name)
-        assert not rec.published and "training issue" in rec.notes
+        assert rec.published and rec.bundled.filename == f"spatial_rnn_{rec.tag}.safetensors"
+        assert "restorekit-train" in rec.origin and rec.license == "MIT (restorekit)"
         assert rec.hub.repo_id == "restorekit/spatial_rnn" and rec.hub.filename == f"spatial_rnn_{rec.tag}.safetensors"
 
 
