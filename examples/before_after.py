@@ -1,4 +1,4 @@
-"""Before/after picture of the four bundled spatial-RNN models (docs/images/before_after.png).
+"""Before/after picture of the four bundled spatial-RNN models (docs/images/before_after.jpg).
 
 One row per model, three columns: the degraded input, restorekit's output, and the reference:
 
@@ -11,7 +11,7 @@ PSNR against the reference is printed under each output. Everything is seeded, a
 the synthetic test card of examples/make_sample.py at 3x (no benchmark image is redistributed), so the
 picture is reproducible; ``--image`` uses your own. Runs offline on the bundled weights.
 
-    python examples/before_after.py                          # writes docs/images/before_after.png
+    python examples/before_after.py                          # writes docs/images/before_after.jpg
     python examples/before_after.py --image photo.png -o mine.png
 """
 
@@ -68,7 +68,7 @@ def rows(clean: torch.Tensor, seed: int) -> list[tuple[str, torch.Tensor, torch.
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--image", help="your own RGB image (default: the synthetic test card at 3x)")
-    ap.add_argument("-o", "--output", default=str(HERE.parent / "docs" / "images" / "before_after.png"))
+    ap.add_argument("-o", "--output", default=str(HERE.parent / "docs" / "images" / "before_after.jpg"))
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     clean = read_image(args.image).color[None] if args.image else card()
@@ -90,7 +90,7 @@ def main() -> None:
         print(f"{title}: {scores[0]}, {scores[1]}")
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(out, optimize=True)
+    sheet.save(out, quality=92, optimize=True) if out.suffix.lower() in (".jpg", ".jpeg") else sheet.save(out)
     print(f"wrote {out}")
 
 
