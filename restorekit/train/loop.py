@@ -493,6 +493,10 @@ class Trainer:
 
     def close(self) -> None:
         if self.world > 1 and dist.is_initialized():
+            # Every rank waits for rank 0's last checkpoint before the group goes away: a rank that tore
+            # down gloo while rank 0 was still writing aborted once ("terminate called without an active
+            # exception", SIGABRT) in a loaded CI run.
+            dist.barrier()
             dist.destroy_process_group()
 
 
