@@ -376,3 +376,20 @@ def test_fit_then_export_then_restore(images, tmp_path):
     assert all(torch.allclose(exported[k].float(), ema[k].float(), atol=1e-2, rtol=1e-2) for k in ema)  # fp16
     out = restorer.run(torch.rand(1, 3, 20, 20))
     assert out.shape == (1, 3, 20, 20) and torch.isfinite(out).all()
+
+
+def test_ema_warms_up_so_an_early_export_is_not_the_initialisation():
+    from restorekit.train.loop import EMA
+
+    net = torch.nn.Linear(3, 2, bias=False)
+    torch.nn.init.zeros_(net.weight)
+    ema = EMA(net, 0.999)
+    assert ema.decay_at(0) == pytest.approx(0.1) and ema.decay_at(10**6) == 0.999
+    assert [ema.decay_at(t) <= ema.decay_at(t + 1) for t in range(2000)] == [True] * 2000
+    with torch.no_grad():
+        net.weight.fill_(1.0)  # the model jumps away from its zero initialisation and stays there
+    for t in range(1000):
+        ema.update(net, t)
+    # A flat 0.999 would leave 0.999**1000 = 37 % of the zero initialisation; the warm-up leaves 3.5e-22.
+    left = 1 - float(ema.module.weight.mean())
+    assert abs(left) < 1e-6, left
