@@ -64,13 +64,7 @@ class DegradationSpec:
     def __init__(self, spec: str) -> None:
         self.spec = spec.strip()
         name, _, rest = self.spec.partition(":")
-        self.name, self.range, self.ratio, self.base = name, None, 0.0, None
-        if name in ("mask", "hints"):
-            try:
-                self.ratio = float(rest) if rest else (0.5 if name == "mask" else 0.03)
-            except ValueError:
-                raise InputError(f"degradation {spec!r}: {name}:RATIO takes a fraction, e.g. {name}:0.5") from None
-            return
+        self.name, self.range = name, None
         items = [p for p in rest.split(",") if p.strip()]
         if items and "=" not in items[0] and _RANGE.match(items[0]):
             if name not in _RANGED:
@@ -82,16 +76,12 @@ class DegradationSpec:
 
     @property
     def scale(self) -> int:
-        return self.base.scale if self.base is not None else 1
+        return self.base.scale
 
     def apply(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        if self.name == "mask":
-            masked, mask = degrade.mask_pixels(x, ratio=self.ratio, seed=gen)
-            return torch.cat([masked, mask], 1)
-        if self.name == "hints":
-            grey, hints, mask = degrade.colour_hints(x, ratio=self.ratio, seed=gen)
-            return torch.cat([grey.expand(-1, 3, -1, -1) * (1 - mask) + hints, mask], 1)
-        assert self.base is not None
+        if self.base.condition is not None:  # mask:RATIO / hints:RATIO: the input as evaluation builds it
+            inp, mask = self.base.with_mask(x, seed=gen)
+            return torch.cat([inp, mask], 1)
         deg = self.base
         if self.range is not None:
             key, kind = _RANGED[deg.name]
