@@ -368,7 +368,7 @@ def mask_pixels(x: torch.Tensor, *, ratio: float = 0.5, seed: Seed = None) -> tu
 
 
 def colour_hints(
-    x: torch.Tensor, *, ratio: float = 0.01, seed: Seed = None
+    x: torch.Tensor, *, ratio: float = 0.03, seed: Seed = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Colourisation input from an RGB batch: (grey (N,1,H,W) BT.601 luma, hints (N,3,H,W) with the true
     colour at a random fraction ``ratio`` of pixels and 0 elsewhere, mask (N,1,H,W) with 1 at the hints)."""
@@ -399,7 +399,7 @@ _SEEDED = {"noise", "gaussian_blur", "motion_blur", "rain", "haze", "mask", "hin
 MASKED = {"mask": ("mask", 0.5), "hints": ("hints", 0.03)}
 
 
-def _convert(kind: type, text: str, where: str) -> Any:
+def _convert(kind: type, text: str, where: str, what: str = "degradation") -> Any:
     try:
         if kind is bool:
             if text.lower() in ("1", "true", "yes", "on", ""):
@@ -409,7 +409,7 @@ def _convert(kind: type, text: str, where: str) -> Any:
             raise ValueError(text)
         return kind(text)
     except ValueError:
-        raise InputError(f"degradation {where}: {text!r} is not a valid {kind.__name__}") from None
+        raise InputError(f"{what} {where}: {text!r} is not a valid {kind.__name__}") from None
 
 
 @dataclass(frozen=True)
@@ -465,23 +465,33 @@ class Degradation:
         return self.name + (":" + ",".join(f"{k}={v}" for k, v in self.params.items()) if self.params else "")
 
 
-def parse(spec: str) -> Degradation:
-    """``"name[:value][,key=value...]"``: ``noise:25``, ``noise:sigma=25,clip``, ``jpeg:10``, ``bicubic:4``,
-    ``gaussian_blur:1.6``, ``gaussian_blur`` (random kernels), ``motion_blur:21``, ``rain``, ``haze:beta=1.2``,
-    ``mask:0.5`` (fraction of pixels missing, default 0.5), ``hints:0.03`` (fraction with known colour, default
-    0.03)."""
+def parse_params(
+    spec: str, table: Mapping[str, tuple[str, Any, Mapping[str, type]]], what: str, example: str = ""
+) -> tuple[str, dict[str, Any]]:
+    """``"name[:value][,key=value...]"`` against ``table`` (name -> (positional parameter, _, parameter types))
+    -> (name, typed parameters). The grammar of degradation specs, shared with :mod:`restorekit.filters`."""
     name, _, rest = spec.strip().partition(":")
-    if name not in _SPECS:
-        raise InputError(f"unknown degradation {name!r}; use one of {', '.join(_SPECS)} (e.g. noise:25, jpeg:10)")
-    positional, _, types = _SPECS[name]
+    if name not in table:
+        raise InputError(f"unknown {what} {name!r}; use one of {', '.join(table)}{example}")
+    positional, _, types = table[name]
     params: dict[str, Any] = {}
     for i, item in enumerate(p for p in rest.split(",") if p.strip()):
         key, eq, value = item.strip().partition("=")
         if not eq:
             key, value = (positional, key) if i == 0 and key not in types else (key, "")
         if key not in types:
-            raise InputError(f"degradation {name!r} has no parameter {key!r}; it takes {', '.join(types)}")
-        params[key] = _convert(types[key], value, f"{name}.{key}")
+            raise InputError(f"{what} {name!r} has no parameter {key!r}; it takes {', '.join(types)}")
+        params[key] = _convert(types[key], value, f"{name}.{key}", what)
+    return name, params
+
+
+def parse(spec: str) -> Degradation:
+    """``"name[:value][,key=value...]"``: ``noise:25``, ``noise:sigma=25,clip``, ``jpeg:10``, ``bicubic:4``,
+    ``gaussian_blur:1.6``, ``gaussian_blur`` (random kernels), ``motion_blur:21``, ``rain``, ``haze:beta=1.2``,
+    ``mask:0.5`` (fraction of pixels missing, default 0.5), ``hints:0.03`` (fraction with known colour, default
+    0.03)."""
+    name, params = parse_params(spec, _SPECS, "degradation", example=" (e.g. noise:25, jpeg:10)")
+    positional = _SPECS[name][0]
     if name in ("noise", "jpeg", "bicubic") and positional not in params:
         example = {"noise": "noise:25", "jpeg": "jpeg:10", "bicubic": "bicubic:4"}[name]
         raise InputError(f"degradation {name!r} needs its {positional}, e.g. {example}")

@@ -18,10 +18,10 @@ or GPU). ``L0Smooth`` runs it over image files with the same batch machinery as 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -119,22 +119,13 @@ class L0Smooth:
 
     def run(self, x: Any, output: str | os.PathLike | None = None, *, overwrite: bool = True) -> Any:
         """Smooth an image file (written to ``output`` when given) or a tensor."""
-        from . import image as rkimage
+        from .restorer import restore_file
 
         if isinstance(x, torch.Tensor):
             return self(x)
         if not isinstance(x, (str, os.PathLike)):
             raise InputError(f"L0Smooth.run takes a path or a tensor, not {type(x).__name__}")
-        src = Path(x)
-        planar = rkimage.read_image(src)
-        result = rkimage.Planar(
-            color=self(planar.color), alpha=planar.alpha, bit_depth=planar.bit_depth, layout=planar.layout
-        )
-        if output is None:
-            return rkimage.planar_to_numpy(result)
-        if Path(output).resolve() == src.resolve():
-            raise InputError(f"Refusing to overwrite the input {src} with its own result; choose another output.")
-        return rkimage.write_image(output, result, overwrite=overwrite)
+        return restore_file(x, output, lambda p: dataclasses.replace(p, color=self(p.color)), overwrite)
 
 
 # Filters that can stand in for a reference image (``restorekit eval --target l0smooth:0.02``) or run on
@@ -146,21 +137,7 @@ FILTERS: dict[str, tuple[str, type[L0Smooth], dict[str, type]]] = {
 
 def parse_filter(spec: str, device: str = "cpu") -> L0Smooth:
     """``"l0smooth"``, ``"l0smooth:0.02"`` or ``"l0smooth:lam=0.02,kappa=2"`` -> a filter object."""
-    name, _, rest = spec.strip().partition(":")
-    if name not in FILTERS:
-        raise InputError(f"unknown filter {name!r}; known: {', '.join(FILTERS)}")
-    positional, build, types = FILTERS[name]
-    params: dict[str, Any] = {}
-    for i, item in enumerate(p.strip() for p in rest.split(",") if p.strip()):
-        key, eq, value = item.partition("=")
-        if not eq:
-            if i:
-                raise InputError(f"filter {spec!r}: only the first parameter may be given without a name")
-            key, value = positional, key
-        if key not in types:
-            raise InputError(f"filter {spec!r}: unknown parameter {key!r}; known: {', '.join(types)}")
-        try:
-            params[key] = types[key](value)
-        except ValueError:
-            raise InputError(f"filter {spec!r}: {key} must be a number, not {value!r}") from None
-    return build(**params, device=device)
+    from .degrade import parse_params
+
+    name, params = parse_params(spec, FILTERS, "filter")
+    return FILTERS[name][1](**params, device=device)

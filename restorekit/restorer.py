@@ -12,6 +12,7 @@ import copy
 import logging
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -172,16 +173,7 @@ class Restorer:
             return results
         mask_t = _mask_tensor(mask) if mask is not None else None
         if isinstance(x, (str, os.PathLike)):
-            src = Path(x)
-            planar = rkimage.read_image(src)
-            result = self.restore_planar(planar, mask=mask_t)
-            if output is not None:
-                if Path(output).resolve() == src.resolve():
-                    raise InputError(
-                        f"Refusing to overwrite the input {src} with its own result; choose another output."
-                    )
-                return rkimage.write_image(output, result, overwrite=overwrite)
-            return rkimage.planar_to_numpy(result)
+            return restore_file(x, output, lambda planar: self.restore_planar(planar, mask=mask_t), overwrite)
         if isinstance(x, torch.Tensor):
             result_t = self._run_tensor(x, mask_t)
             if output is not None:
@@ -374,6 +366,23 @@ _ADAPTERS = (
     (np.ndarray, rkimage.numpy_to_planar, rkimage.planar_to_numpy),
     (Image.Image, rkimage.pil_to_planar, rkimage.planar_to_pil),
 )
+
+
+def restore_file(
+    src: str | os.PathLike,
+    output: str | os.PathLike | None,
+    transform: Callable[[rkimage.Planar], rkimage.Planar],
+    overwrite: bool = True,
+) -> Any:
+    """Decode ``src``, apply ``transform``, and write the result to ``output`` (never over ``src``) returning the
+    path written, or return it as a numpy array when ``output`` is None. Shared by every file-level runner."""
+    src = Path(src)
+    result = transform(rkimage.read_image(src))
+    if output is None:
+        return rkimage.planar_to_numpy(result)
+    if Path(output).resolve() == src.resolve():
+        raise InputError(f"Refusing to overwrite the input {src} with its own result; choose another output.")
+    return rkimage.write_image(output, result, overwrite=overwrite)
 
 
 def keep_known(task: str, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
