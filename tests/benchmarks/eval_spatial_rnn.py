@@ -79,7 +79,6 @@ def main() -> None:
                 res = evaluate(
                     who,
                     data,
-                    task=None if who.startswith("spatial_rnn") else ("inpaint" if tag == "inpaint" else None),
                     degradation=deg,
                     target=target,
                     weights=weights if who.startswith("spatial_rnn") else None,
