@@ -393,3 +393,154 @@ def test_ema_warms_up_so_an_early_export_is_not_the_initialisation():
     # A flat 0.999 would leave 0.999**1000 = 37 % of the zero initialisation; the warm-up leaves 3.5e-22.
     left = 1 - float(ema.module.weight.mean())
     assert abs(left) < 1e-6, left
+
+
+# ------------------------------------------------------------------------------------------------ interruptions
+
+
+def _fit_cmd(images: Path, out: Path, *extra: str) -> list[str]:
+    tiny = json.dumps(dict(get_arch("msrn").tiny_config))
+    cmd = [sys.executable, "-m", "restorekit.train", "fit", "--preset", "msrn.sr_x2", "--data", str(images)]
+    cmd += ["--out", str(out), "--batch-size", "2", "--patch-size", "8", "--model-config", tiny]
+    cmd += ["--log-interval", "1", "--quiet", "--optimizer", "adam", "--lr", "1e-3", *extra]
+    return cmd
+
+
+def _log_steps(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+def _wait_for_log_lines(proc: subprocess.Popen, log: Path, n: int, timeout: float = 90) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not (log.is_file() and len(log.read_text().splitlines()) >= n):
+        assert time.monotonic() < deadline and proc.poll() is None, proc.stderr and proc.stderr.read()
+        time.sleep(0.05)
+
+
+def test_a_killed_run_resumes_from_its_checkpoint_with_an_unbroken_log(images, tmp_path):
+    """SIGKILL leaves no chance to save: the rerun starts from the last checkpoint, drops the log lines written
+    after it, and then logs exactly the losses of an uninterrupted run (every step once, in order)."""
+    import signal
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    args = ("--steps", "14", "--checkpoint-interval", "4", "--workers", "1")
+    straight = subprocess.run(_fit_cmd(images, tmp_path / "a", *args), capture_output=True, text=True, env=env)
+    assert straight.returncode == 0, straight.stderr
+    out = tmp_path / "b"
+    proc = subprocess.Popen(
+        _fit_cmd(images, out, *args),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        _wait_for_log_lines(proc, out / "log.jsonl", 6)  # past the step-4 checkpoint, before step 8's
+        os.killpg(proc.pid, signal.SIGKILL)  # the trainer and its loader worker, as an OOM killer or a reboot
+        proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    killed_at = len(_log_steps(out))
+    saved = _state(out / "checkpoints" / "last.pt")["step"]
+    assert saved % 4 == 0 and saved < killed_at <= 14, (saved, killed_at)
+    again = subprocess.run(_fit_cmd(images, out, *args), capture_output=True, text=True, env=env)
+    assert again.returncode == 0, again.stderr
+    assert f"resumed from {out / 'checkpoints' / 'last.pt'} at step {saved}" in again.stderr
+    log, ref = _log_steps(out), _log_steps(tmp_path / "a")
+    assert [r["step"] for r in log] == list(range(1, 15))
+    assert [r["loss"] for r in log] == [r["loss"] for r in ref]  # the resumed steps are the same steps
+
+
+def test_sigterm_to_the_whole_process_group_still_saves(images, tmp_path):
+    """A terminal's Ctrl-C or a job scheduler signals every process of the group, loader workers included: the
+    workers leave it to the trainer, which saves and exits cleanly instead of failing on a dead worker."""
+    import signal
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = tmp_path / "run"
+    cmd = _fit_cmd(images, out, "--steps", "100000", "--workers", "2")
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
+    )
+    try:
+        _wait_for_log_lines(proc, out / "log.jsonl", 3)
+        os.killpg(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0 and "stopped at step" in err and "Traceback" not in err, err
+    assert _state(out / "checkpoints" / "last.pt")["step"] == _log_steps(out)[-1]["step"] >= 3
+
+
+def test_a_time_budgeted_run_ends_within_five_percent_and_exports(images, tmp_path):
+    import time
+
+    from restorekit import Restorer
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = tmp_path / "run"
+    budget = 15.0
+    cmd = _fit_cmd(images, out, "--time-budget", f"{budget:g}s", "--steps", "10000000", "--workers", "0")
+    cmd += ["--schedule", "cosine", "--warmup-steps", "50", "--ema-decay", "0.999", "--min-lr", "1e-6"]
+    t0 = time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    wall = time.monotonic() - t0
+    assert proc.returncode == 0, proc.stderr
+    assert abs(wall - budget) <= 0.05 * budget, wall
+    log = [r for r in _log_steps(out) if "loss" in r]
+    steps = log[-1]["step"]
+    assert steps > 100 and log[-1]["planned_steps"] == steps  # the plan converged on what was run
+    assert log[-1]["lr"] < 0.02 * 1e-3  # the cosine reached its floor at the end of the budget, not of --steps
+    warm = [r["step"] for r in log if r["lr"] > 0.5e-3]
+    assert warm and warm[0] <= 0.1 * steps  # the warm-up was fitted to the plan (5 %), not the 50 asked for
+    ckpt = _state(out / "checkpoints" / "last.pt")
+    assert ckpt["budget"]["seconds"] == budget and ckpt["budget"]["spent_s"] <= budget
+    (weights,) = (out / "export").glob("*.safetensors")
+    assert (out / "export" / "README.md").is_file()
+    result = Restorer("msrn.sr_x2", weights=weights, device="cpu").run(torch.rand(1, 3, 12, 12))
+    assert result.shape == (1, 3, 24, 24)
+    # Rerun with the budget spent: it exports again at once and trains no further.
+    again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert again.returncode == 0 and _state(out / "checkpoints" / "last.pt")["step"] == ckpt["step"], again.stderr
+
+
+def test_time_budget_plan_counts_earlier_invocations():
+    from restorekit.train.loop import TimeBudget
+
+    b = TimeBudget(100.0, started=1000.0, spent=40.0)
+    assert b.deadline == 1060.0 and b.plan(0, 1001.0) == (None, False)  # the first step is not timed
+    planned, over = b.plan(10, 1002.0)  # 10 steps per second, 57 s left before the 1 s reserve + 1060
+    assert planned == 10 + 570 and not over
+    b.saved(2.0)  # a slow save widens the reserve to 6 s
+    assert b.plan(20, 1003.0)[0] == 20 + int((1060 - 6 - 1003) * 10) and b.over(1054.0)
+    from restorekit.train.config import parse_duration
+
+    assert [parse_duration(t) for t in ("90", "90s", "8m", "1.5h", " 2 min ")] == [90, 90, 480, 5400, 120]
+    for bad in ("", "8 parsecs", "-3m", "0"):
+        with pytest.raises(InputError, match="time budget"):
+            parse_duration(bad)
+
+
+def test_cpu_policy_uses_bf16_and_channels_last_only_where_measured_faster():
+    from restorekit.train.config import CPU_POLICY
+    from restorekit.train.loop import cpu_bf16_supported, fast_modes
+
+    assert set(CPU_POLICY) == set(list_archs())  # every architecture was measured
+    cpu = torch.device("cpu")
+    assert fast_modes("spatial_rnn", cpu) == (False, False)  # its scan runs in fp32; both measured slower
+    assert fast_modes("dsrir", cpu) == (cpu_bf16_supported(), True)
+    assert fast_modes("dsrir", torch.device("meta")) == (False, False)
+    cfg = resolve("dsrir.all_in_one", overrides=dict(model_config=dict(get_arch("dsrir").tiny_config), device="cpu"))
+    trainer = Trainer(cfg, data=False)
+    assert (trainer.bf16, trainer.channels_last) == fast_modes("dsrir", cpu)
+    off = Trainer(
+        resolve("dsrir.all_in_one", overrides=dict(cfg.to_dict(), bf16=False, channels_last=False)), data=False
+    )
+    assert (off.bf16, off.channels_last) == (False, False)
+    x = torch.rand(2, 3, 16, 16)
+    assert math.isfinite(trainer.train_step(x, x)) and math.isfinite(off.train_step(x, x))

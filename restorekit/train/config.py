@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 
 from ..errors import InputError
 
-__all__ = ["TrainConfig", "PRESETS", "ARCH_RECIPES", "preset", "load_file", "resolve"]
+__all__ = ["TrainConfig", "PRESETS", "ARCH_RECIPES", "CPU_POLICY", "preset", "load_file", "resolve", "parse_duration"]
 
 
 @dataclass
@@ -56,8 +57,8 @@ class TrainConfig:
     grad_clip: float = 0.0  # 0 = off
     grad_clip_mode: str = "norm"  # norm (global L2 norm) | adjustable (norm limited to grad_clip / lr, MemNet/VDSR)
     ema_decay: float = 0.0  # 0 = no EMA
-    bf16: bool = True  # autocast on CUDA only
-    channels_last: bool = True  # CUDA only
+    bf16: bool = True  # autocast on CUDA; on the CPU where CPU_POLICY says it pays
+    channels_last: bool = True  # on CUDA; on the CPU where CPU_POLICY says it pays
     compile: bool = False
     checkpoint_interval: int = 1000
     log_interval: int = 10
@@ -70,6 +71,9 @@ class TrainConfig:
     vgg_weights: str = ""  # DSRIR's contrastive term: a local VGG19 state dict (term skipped when empty)
     out: str = "runs/train"
     resume: bool = True  # continue from <out>/checkpoints/last.pt when it exists
+    time_budget: str = ""  # wall time for the whole run, resumes included ("8m", "1.5h", "90s"): fits the
+    # schedule to it instead of `steps` (which becomes an upper bound), then exports ("" = train to `steps`)
+    export_dir: str = ""  # where a time-budgeted run exports its weights ("" = <out>/export)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -171,6 +175,20 @@ ARCH_RECIPES: dict[str, dict[str, Any]] = {
     ),
 }
 
+# CPU training policy per architecture, from `tests/benchmarks/bench_train.py --modes all` (docs/training.md,
+# "Throughput"): bf16 autocast and channels_last are used on the CPU only where they measured faster than fp32
+# (bf16 also needs native CPU support, AVX-512 BF16 or AMX; without it bf16 is emulated and slower). On CUDA both
+# are always on. ``--no-bf16`` / ``--no-channels-last`` turn either off anywhere.
+# Measured on an AVX-512 BF16 CPU, 1 thread, patch 48 (bf16+channels_last vs fp32): dsrir 1.68x, memnet 1.93x,
+# mprnet 1.96x, msrn 2.08x; spatial_rnn 0.90x (its scan runs in fp32; channels_last alone 0.62x), so fp32.
+CPU_POLICY: dict[str, dict[str, bool]] = {
+    "dsrir": dict(bf16=True, channels_last=True),
+    "memnet": dict(bf16=True, channels_last=True),
+    "mprnet": dict(bf16=True, channels_last=True),
+    "msrn": dict(bf16=True, channels_last=True),
+    "spatial_rnn": dict(bf16=False, channels_last=False),
+}
+
 # Per (arch, task) refinements of the recipe.
 TASK_RECIPES: dict[tuple[str, str], dict[str, Any]] = {
     ("mprnet", "denoise"): dict(patch_size=128, loss_args={"edge_weight": 0.0, "clamp": True}),
@@ -199,6 +217,28 @@ MODEL_DEGRADATIONS: dict[str, list[str]] = {
     "memnet.jpeg_q20": ["jpeg:20"],
     "memnet.denoise_blind": ["noise:10-70"],
 }
+
+
+_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str | float) -> float:
+    """Seconds in ``"90"``, ``"90s"``, ``"8m"``, ``"1.5h"`` (or a number of seconds).
+
+    >>> parse_duration("8m"), parse_duration("1.5h"), parse_duration(30)
+    (480.0, 5400.0, 30.0)
+    """
+    if isinstance(text, (int, float)):
+        value, unit = float(text), ""
+    else:
+        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-z]*)\s*", str(text).lower())
+        if not match or match.group(2) not in _UNITS:
+            raise InputError(f"time budget {text!r}: write a duration such as 90s, 8m or 1.5h")
+        value, unit = float(match.group(1)), match.group(2)
+    seconds = value * _UNITS[unit]
+    if seconds <= 0:
+        raise InputError(f"time budget {text!r} must be longer than zero")
+    return seconds
 
 
 def preset(model: str) -> dict[str, Any]:
@@ -298,6 +338,8 @@ def _validate(cfg: TrainConfig) -> None:
             raise InputError(f"{name} must be at least 1, got {getattr(cfg, name)}")
     if cfg.schedule == "step" and cfg.decay_steps < 1:
         raise InputError("the step schedule needs decay_steps >= 1")
+    if cfg.time_budget:
+        parse_duration(cfg.time_budget)
     if not 0 <= cfg.ema_decay < 1:
         raise InputError(f"ema_decay must be in [0, 1), got {cfg.ema_decay}")
     from ..losses import LOSSES

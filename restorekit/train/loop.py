@@ -31,7 +31,7 @@ from torch import nn
 
 from ..errors import InputError, RestorekitError
 from . import CHECKPOINT_FORMAT
-from .config import TrainConfig
+from .config import TrainConfig, parse_duration
 
 __all__ = ["Trainer", "fit", "lr_factor", "SCHEDULES", "OPTIMIZERS", "load_checkpoint"]
 
@@ -185,6 +185,100 @@ def _distributed() -> tuple[int, int, int]:
     return 0, 1, 0
 
 
+def cpu_bf16_supported() -> bool:
+    """Whether oneDNN runs bf16 natively on this CPU (AVX-512 BF16 or AMX); emulated bf16 is slower than fp32."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def fast_modes(arch: str, device: torch.device) -> tuple[bool, bool]:
+    """(bf16 autocast, channels_last) for training ``arch`` on ``device``: both on CUDA; on the CPU the measured
+    policy of :data:`restorekit.train.config.CPU_POLICY`, bf16 only where the CPU has native bf16."""
+    from .config import CPU_POLICY
+
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(), True
+    if device.type != "cpu":
+        return False, False
+    policy = CPU_POLICY.get(arch, {})
+    return bool(policy.get("bf16")) and cpu_bf16_supported(), bool(policy.get("channels_last"))
+
+
+_CHECKPOINT_EVERY_S = 600.0  # a checkpoint at least every ten minutes, whatever checkpoint_interval says
+
+
+class TimeBudget:
+    """Wall time for a whole run (resumes included): how many steps fit, measured as the run goes.
+
+    The first step of each invocation is not timed (allocations, kernel choice, a native build); after it, the
+    rate of this invocation gives the plan ``step + (time left - reserve) * rate``. The reserve keeps room for
+    the final checkpoint and the export: three times the slowest save seen, at least one second.
+    """
+
+    def __init__(self, seconds: float, started: float, *, spent: float = 0.0) -> None:
+        self.seconds = float(seconds)
+        self.started = float(started)
+        self.spent_before = float(spent)
+        self.deadline = self.started + self.seconds - self.spent_before
+        self.reserve = 1.0
+        self._first: tuple[int, float] | None = None
+        self.planned: int | None = None
+
+    def spent(self, now: float) -> float:
+        return self.spent_before + (now - self.started)
+
+    def over(self, now: float) -> bool:
+        return now >= self.deadline - self.reserve
+
+    def saved(self, seconds: float) -> None:
+        self.reserve = max(self.reserve, 3.0 * seconds)
+
+    def plan(self, step: int, now: float) -> tuple[int | None, bool]:
+        """(planned total steps or None while unmeasured, whether the time is up) after ``step`` steps."""
+        if self._first is None:
+            self._first = (step, now)
+            return self.planned, self.over(now)
+        n0, t0 = self._first
+        if step > n0 and now > t0:
+            rate = (step - n0) / (now - t0)
+            self.planned = step + max(0, int((self.deadline - self.reserve - now) * rate))
+        return self.planned, self.over(now)
+
+    def state(self, step: int) -> dict[str, Any]:
+        return {"seconds": self.seconds, "spent_s": self.spent(time.monotonic()), "planned_steps": self.planned}
+
+
+def _trim_log(path: Path, step: int) -> int:
+    """Drop log lines after ``step`` (written after the checkpoint a resume starts from); returns how many."""
+    if not path.is_file():
+        return 0
+    lines = path.read_text().splitlines()
+    keep = []
+    for line in lines:
+        try:
+            at = int(json.loads(line).get("step", 0))
+        except (ValueError, AttributeError, TypeError):
+            continue  # a line cut short by a kill
+        if at <= step:
+            keep.append(line)
+    dropped = len(lines) - len(keep)
+    if dropped:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(line + "\n" for line in keep))
+        os.replace(tmp, path)
+    return dropped
+
+
+def _leave_stop_signals_to_the_trainer(worker_id: int) -> None:
+    """Loader workers ignore Ctrl-C and SIGTERM: a signal to the whole process group (a terminal, a scheduler
+    stopping a job) then reaches the trainer, which finishes its step and saves, instead of killing a worker and
+    failing the run mid-step."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def _note(msg: str) -> None:
     print(f"restorekit-train: {msg}", file=sys.stderr)
 
@@ -223,16 +317,19 @@ class Trainer:
             self._init_weights(cfg.init_weights)
         self.mask_channels = int(getattr(self.model, "mask_channels", 0))
         cuda = device.type == "cuda"
-        if cfg.channels_last and cuda:
-            self.model = self.model.to(memory_format=torch.channels_last)
-        self.channels_last = cfg.channels_last and cuda
-        self.bf16 = cfg.bf16 and cuda
-        if (cfg.bf16 or cfg.channels_last) and not cuda and self.rank == 0 and data:
-            _note("bf16 and channels_last apply on CUDA only; training in fp32 on " + device.type)
+        bf16, channels_last = fast_modes(self.arch, device)
+        self.set_modes(bf16=cfg.bf16 and bf16, channels_last=cfg.channels_last and channels_last)
+        if self.rank == 0 and data and not cuda:
+            _note(
+                f"training on {device.type} in {'bf16 autocast' if self.bf16 else 'fp32'}"
+                f"{' with channels_last' if self.channels_last else ''} (the measured CPU policy of {self.arch})"
+            )
         self.ema = EMA(self.model, cfg.ema_decay) if cfg.ema_decay else None
         self.optimizer = OPTIMIZERS[cfg.optimizer](self.model.parameters(), cfg)
+        # The schedule reads this dict on every step, so a time budget can re-plan `steps` as it measures speed.
+        self.schedule = cfg.to_dict()
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, functools.partial(_lr_lambda, cfg=cfg.to_dict())
+            self.optimizer, functools.partial(_lr_lambda, cfg=self.schedule)
         )
         loss_args = dict(cfg.loss_args)
         if cfg.loss == "dsrir" and cfg.vgg_weights:
@@ -245,7 +342,15 @@ class Trainer:
         self.forward = torch.compile(forward) if cfg.compile else forward
         self.step = 0
         self.metrics: list[dict[str, Any]] = []
+        self.budget: TimeBudget | None = None
+        self._budget_state: dict[str, Any] = {}
         self._stop = False
+
+    def set_modes(self, *, bf16: bool, channels_last: bool) -> None:
+        """Use bf16 autocast and/or channels_last from now on (the benchmark measures each on its own)."""
+        self.bf16, self.channels_last = bool(bf16), bool(channels_last)
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        self.model = self.model.to(memory_format=fmt)
 
     def _init_weights(self, source: str) -> None:
         from ..weights import load_model
@@ -301,6 +406,7 @@ class Trainer:
             num_workers=self.cfg.workers,
             pin_memory=self.device.type == "cuda",
             persistent_workers=False,
+            worker_init_fn=_leave_stop_signals_to_the_trainer,
         )
         return iter(loader)
 
@@ -318,7 +424,7 @@ class Trainer:
         return inp, tgt
 
     def loss(self, inp: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.bf16):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             out = self.forward(inp)
         out = _to_float(out)
         if getattr(self.criterion, "needs_input", False):
@@ -365,6 +471,7 @@ class Trainer:
             "rng": rng_state(self.step * self.cfg.batch_size, per_rank),
             "train_config": cfg,
             "metrics": list(self.metrics),
+            "budget": self.budget.state(self.step) if self.budget is not None else dict(self._budget_state),
         }
 
     def save(self) -> Path | None:
@@ -393,6 +500,7 @@ class Trainer:
         set_rng_state(ckpt["rng"])
         self.step = int(ckpt["step"])
         self.metrics = list(ckpt.get("metrics") or [])
+        self._budget_state = dict(ckpt.get("budget") or {})
 
     # -------------------------------------------------------------------- validation
     def validate(self) -> list[dict[str, Any]]:
@@ -441,10 +549,16 @@ class Trainer:
         dist.all_reduce(flag)  # every rank stops at the same step, or the others would wait forever
         return bool(flag.item())
 
-    def fit(self, *, progress: bool = True, stop_at: int | None = None) -> dict[str, Any]:
-        """Train to ``cfg.steps`` (or ``stop_at``, as an interruption would), checkpointing on the way."""
+    def fit(self, *, progress: bool = True, stop_at: int | None = None, started: float | None = None) -> dict[str, Any]:
+        """Train to ``cfg.steps`` (or ``stop_at``, as an interruption would), checkpointing on the way.
+
+        With ``cfg.time_budget`` the run instead ends when its budget (counted from ``started``, a
+        ``time.monotonic()`` reading, default now, plus what earlier invocations spent) is up, with the schedule
+        fitted to the measured speed, and exports its weights.
+        """
         from tqdm.auto import tqdm
 
+        started = time.monotonic() if started is None else started
         cfg = self.cfg
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -455,19 +569,30 @@ class Trainer:
         if cfg.resume and last.is_file():
             self.load(last)
             if self.rank == 0:
-                _note(f"resumed from {last} at step {self.step}")
+                dropped = _trim_log(self.out / "log.jsonl", self.step)
+                extra = f"; {dropped} log lines after it were dropped (those steps run again)" if dropped else ""
+                _note(f"resumed from {last} at step {self.step}{extra}")
+        if cfg.time_budget:
+            self.budget = TimeBudget(
+                parse_duration(cfg.time_budget), started, spent=float(self._budget_state.get("spent_s", 0.0))
+            )
+            self._apply_plan(self._budget_state.get("planned_steps"))
         handlers = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 handlers[sig] = signal.signal(sig, self.request_stop)
         end = min(cfg.steps, stop_at) if stop_at is not None else cfg.steps
-        bar = tqdm(total=cfg.steps, initial=self.step, disable=not progress or self.rank != 0, unit="step")
+        total = self.schedule["steps"] if self.budget else cfg.steps
+        bar = tqdm(total=total, initial=self.step, disable=not progress or self.rank != 0, unit="step")
         losses: list[float] = []
         t0, done0 = time.perf_counter(), self.step
+        last_save = time.monotonic()
         last_loss = float("nan")
+        exported: str | None = None
         try:
-            batches = self.batches() if self.step < end else iter(())
-            while self.step < end:
+            finished = self.budget is not None and self.budget.over(time.monotonic())
+            batches = self.batches() if self.step < end and not finished else iter(())
+            while self.step < end and not finished:
                 try:
                     inp, tgt = next(batches)
                 except Exception:
@@ -477,28 +602,84 @@ class Trainer:
                     raise
                 last_loss = self.train_step(inp, tgt)
                 losses.append(last_loss)
-                if self.step % cfg.log_interval == 0 or self.step == end:
+                if self.budget is not None:
+                    finished = self._replan(time.monotonic())
+                    if bar.total != self.schedule["steps"]:
+                        bar.total = self.schedule["steps"]
+                if self.step % cfg.log_interval == 0 or self.step == end or finished:
                     rate = (self.step - done0) * cfg.batch_size * self.world / max(time.perf_counter() - t0, 1e-9)
                     lr = self.optimizer.param_groups[0]["lr"]
-                    self._log({"step": self.step, "loss": sum(losses) / len(losses), "lr": lr, "patches_per_s": rate})
+                    record = {"step": self.step, "loss": sum(losses) / len(losses), "lr": lr, "patches_per_s": rate}
+                    if self.budget is not None:
+                        record["planned_steps"] = self.schedule["steps"]
+                    self._log(record)
                     bar.set_postfix(loss=f"{sum(losses) / len(losses):.4g}", patches_s=f"{rate:.1f}")
                     losses = []
                 bar.update(1)
                 if cfg.val_data and cfg.val_interval and self.step % cfg.val_interval == 0 and self.rank == 0:
                     self._log({"step": self.step, "val": {m["metric"]: m["value"] for m in self.validate()}})
-                if self.step % cfg.checkpoint_interval == 0 and self.step < end:
-                    self.save()
+                overdue = time.monotonic() - last_save > _CHECKPOINT_EVERY_S
+                if (self.step % cfg.checkpoint_interval == 0 or overdue) and self.step < end and not finished:
+                    self._timed_save()
+                    last_save = time.monotonic()
                 if self._should_stop():
                     _note(f"stopped at step {self.step}; run the same command to resume")
                     break
-            if cfg.val_data and self.step == cfg.steps and self.rank == 0 and not cfg.val_interval:
+            reached = self.step == cfg.steps or (self.budget is not None and finished)
+            if cfg.val_data and reached and self.rank == 0 and not cfg.val_interval:
                 self._log({"step": self.step, "val": {m["metric"]: m["value"] for m in self.validate()}})
-            self.save()
+            self._timed_save()
+            if self.budget is not None and finished and self.rank == 0:
+                exported = self._export()
         finally:
             bar.close()
             for sig, old in handlers.items():
                 signal.signal(sig, old)
-        return {"step": self.step, "out": str(self.out), "loss": last_loss, "metrics": list(self.metrics)}
+        summary = {"step": self.step, "out": str(self.out), "loss": last_loss, "metrics": list(self.metrics)}
+        if self.budget is not None:
+            summary["time_spent_s"] = round(self.budget.spent(time.monotonic()), 2)
+            summary["export"] = exported
+        return summary
+
+    # -------------------------------------------------------------------- time budget
+    def _apply_plan(self, planned: int | None) -> None:
+        """Fit the schedule (steps, warm-up) and the EMA horizon to ``planned`` steps (None: not measured yet)."""
+        cfg = self.cfg
+        if planned is None:  # the first steps run in the preset's warm-up, at a small learning rate
+            self.schedule["steps"] = cfg.steps
+            return
+        planned = max(1, min(int(planned), cfg.steps))
+        self.schedule["steps"] = planned
+        self.schedule["warmup_steps"] = min(cfg.warmup_steps, planned // 20)  # at most 5 % of the run
+        if self.ema is not None:  # an averaging horizon of at most a tenth of the run
+            self.ema.decay = min(cfg.ema_decay, 1 - 10 / max(planned, 20))
+
+    def _replan(self, now: float) -> bool:
+        """Re-estimate the steps that fit in the budget (rank 0 decides for all); True when the time is up."""
+        assert self.budget is not None
+        planned, over = self.budget.plan(self.step, now)
+        if self.world > 1:  # every rank must follow the same schedule and stop at the same step
+            flag = torch.tensor([-1 if planned is None else planned, int(over)], device=self.device)
+            dist.broadcast(flag, 0)
+            planned, over = (None if int(flag[0]) < 0 else int(flag[0])), bool(flag[1])
+        if planned is not None:
+            self._apply_plan(planned)
+        return over or (planned is not None and self.step >= self.schedule["steps"])
+
+    def _timed_save(self) -> None:
+        t = time.monotonic()
+        self.save()
+        if self.budget is not None:
+            self.budget.saved(time.monotonic() - t)
+
+    def _export(self) -> str:
+        from .publish import export_run
+
+        folder = Path(self.cfg.export_dir) if self.cfg.export_dir else self.out / "export"
+        result = export_run(self.out, folder)
+        self._log({"step": self.step, "export": str(result.weights), "sha256": result.sha256})
+        _note(f"time budget reached at step {self.step}; exported {result.weights}")
+        return str(result.weights)
 
     def close(self) -> None:
         if self.world > 1 and dist.is_initialized():
@@ -520,12 +701,17 @@ def _to_float(out: Any) -> Any:
     return out
 
 
-def fit(cfg: TrainConfig, *, progress: bool = True, stop_at: int | None = None) -> dict[str, Any]:
-    """Train ``cfg`` (resuming from ``<out>/checkpoints/last.pt`` when there is one); returns a summary."""
+def fit(
+    cfg: TrainConfig, *, progress: bool = True, stop_at: int | None = None, started: float | None = None
+) -> dict[str, Any]:
+    """Train ``cfg`` (resuming from ``<out>/checkpoints/last.pt`` when there is one); returns a summary.
+
+    A ``cfg.time_budget`` counts from ``started`` (a ``time.monotonic()`` reading; default: this call)."""
+    started = time.monotonic() if started is None else started
     if not cfg.data:
         raise InputError("no training data: set data (--data FOLDER)")
     trainer = Trainer(cfg)
     try:
-        return trainer.fit(progress=progress, stop_at=stop_at)
+        return trainer.fit(progress=progress, stop_at=stop_at, started=started)
     finally:
         trainer.close()
