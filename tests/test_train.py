@@ -518,6 +518,13 @@ def test_time_budget_plan_counts_earlier_invocations():
     assert planned == 10 + 570 and not over
     b.saved(2.0)  # a slow save widens the reserve to 6 s
     assert b.plan(20, 1003.0)[0] == 20 + int((1060 - 6 - 1003) * 10) and b.over(1054.0)
+    # The machine gets busy: 1 step/s for the next 60 s (window 30 s); the plan follows the recent rate.
+    slow = TimeBudget(1000.0, started=0.0)
+    for t in range(11):
+        slow.plan(10 * t, float(t))  # 10 steps per second for 10 s
+    for t in range(1, 61):
+        planned, _ = slow.plan(100 + t, 10.0 + t)
+    assert planned == 160 + int((1000 - 1 - 70) * 1.0)
     from restorekit.train.config import parse_duration
 
     assert [parse_duration(t) for t in ("90", "90s", "8m", "1.5h", " 2 min ")] == [90, 90, 480, 5400, 120]

@@ -9,6 +9,7 @@ dict that ``torch.load(weights_only=True)`` reads, with keys ``format``, ``step`
 
 from __future__ import annotations
 
+import collections
 import copy
 import functools
 import json
@@ -213,8 +214,9 @@ class TimeBudget:
     """Wall time for a whole run (resumes included): how many steps fit, measured as the run goes.
 
     The first step of each invocation is not timed (allocations, kernel choice, a native build); after it, the
-    rate of this invocation gives the plan ``step + (time left - reserve) * rate``. The reserve keeps room for
-    the final checkpoint and the export: three times the slowest save seen, at least one second.
+    rate over a recent window (5 % of the budget, at least 30 s: a machine that gets busier or quieter moves the
+    plan within minutes) gives the plan ``step + (time left - reserve) * rate``. The reserve keeps room for the
+    final checkpoint and the export: three times the slowest save seen, at least one second.
     """
 
     def __init__(self, seconds: float, started: float, *, spent: float = 0.0) -> None:
@@ -223,7 +225,8 @@ class TimeBudget:
         self.spent_before = float(spent)
         self.deadline = self.started + self.seconds - self.spent_before
         self.reserve = 1.0
-        self._first: tuple[int, float] | None = None
+        self.window = max(30.0, 0.05 * self.seconds)
+        self._samples: collections.deque[tuple[int, float]] = collections.deque()
         self.planned: int | None = None
 
     def spent(self, now: float) -> float:
@@ -237,10 +240,10 @@ class TimeBudget:
 
     def plan(self, step: int, now: float) -> tuple[int | None, bool]:
         """(planned total steps or None while unmeasured, whether the time is up) after ``step`` steps."""
-        if self._first is None:
-            self._first = (step, now)
-            return self.planned, self.over(now)
-        n0, t0 = self._first
+        self._samples.append((step, now))
+        while len(self._samples) > 2 and now - self._samples[1][1] >= self.window:
+            self._samples.popleft()  # keep the newest sample at least `window` old
+        n0, t0 = self._samples[0]
         if step > n0 and now > t0:
             rate = (step - n0) / (now - t0)
             self.planned = step + max(0, int((self.deadline - self.reserve - now) * rate))

@@ -1,0 +1,124 @@
+"""Every figure recorded for the bundled DSRIR all-in-one weights, beside the degraded input.
+
+Runs :func:`restorekit.evaluate.evaluate` (what ``restorekit eval`` runs; each row prints its command):
+
+- CBSD68 (colour) with seeded Gaussian noise at sigma 15, 25, 50: full-image RGB PSNR/SSIM;
+- CBSD68 with seeded synthetic haze (``restorekit.degrade.haze``, beta 0.6-1.8, airlight 0.7-1.0 per image);
+- the three Rain100L test pairs in ``derain/Rain100L_3``: PSNR/SSIM on Y (the paper's deraining convention);
+- for reference, ``spatial_rnn.denoise`` on CBSD68 sigma 25.
+
+The baseline of every row is the degraded input itself (``identity``). Seed 0 throughout. ``--weights`` measures
+an exported file instead of the bundled one; ``--json`` writes every result; the last lines print the
+``Metric`` tuples that restorekit/archs/dsrir.py records.
+
+    python tests/benchmarks/eval_dsrir.py --json dsrir_eval.json          # add --limit N, --only noise
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+# (group, model, folder under the data root, degradation, convention, metric dataset label)
+ROWS = [
+    *(
+        ("noise", "dsrir.all_in_one", "denoise/CBSD68", f"noise:{s}", "full_image", f"CBSD68 sigma {s}")
+        for s in (15, 25, 50)
+    ),
+    ("haze", "dsrir.all_in_one", "denoise/CBSD68", "haze", "full_image", "CBSD68 synthetic haze"),
+    ("rain", "dsrir.all_in_one", "derain/Rain100L_3", None, "y_full", "Rain100L (3 test pairs)"),
+    ("reference", "spatial_rnn.denoise", "denoise/CBSD68", "noise:25", "full_image", "CBSD68 sigma 25"),
+]
+
+
+def command(model: str, folder: str, deg: str | None, conv: str, weights: Path | None) -> str:
+    cmd = f"restorekit eval {model} --data ../shared/data/{folder}"
+    cmd += f" --degrade {deg}" if deg else ""
+    cmd += f" --convention {conv}"
+    return cmd + (f" --weights {weights}" if weights else "")
+
+
+def _subset(root: Path, folder: str, limit: int, tmp: Path) -> Path:
+    """The first ``limit`` images of a clean folder, or of both halves of a paired one."""
+    src = root / folder
+    dst = tmp / f"{folder.replace('/', '_')}_{limit}"
+    if dst.is_dir():
+        return dst
+    parts = [("input", "target")] if (src / "input").is_dir() else [("",)]
+    for names in parts:
+        for name in names:
+            (dst / name).mkdir(parents=True)
+            for p in sorted((src / name).glob("*.png"))[:limit]:
+                shutil.copy(p, dst / name / p.name)
+    return dst
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--weights", type=Path, help="an exported dsrir_all_in_one.safetensors (default: bundled)")
+    ap.add_argument("--data-root", type=Path, default=DATA, help="the folder holding denoise/ and derain/")
+    ap.add_argument("--only", nargs="+", choices=sorted({r[0] for r in ROWS}), help="just these groups")
+    ap.add_argument("--limit", type=int, default=0, help="first N images of each set (0: all)")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from restorekit.evaluate import evaluate
+
+    if not (args.data_root / "denoise").is_dir():
+        raise SystemExit(f"needs the benchmark images at {args.data_root}")
+    tmp = Path(tempfile.mkdtemp())
+    results, records = [], []
+    try:
+        for group, model, folder, deg, conv, label in ROWS:
+            if args.only and group not in args.only:
+                continue
+            data = _subset(args.data_root, folder, args.limit, tmp) if args.limit else args.data_root / folder
+            weights = args.weights if model.startswith("dsrir") else None
+            row = {"group": group, "model": model, "data": folder, "degradation": deg, "convention": conv}
+            for who in (model, "identity"):
+                t0 = time.perf_counter()
+                res = evaluate(
+                    who,
+                    data,
+                    task="denoise" if who == "identity" else None,
+                    degradation=deg,
+                    convention=conv,
+                    weights=weights if who == model else None,
+                    device=args.device,
+                    progress=False,
+                )
+                key = "model" if who == model else "baseline"
+                row[key + "_result"] = {"psnr": res.psnr, "ssim": res.ssim, "images": len(res.images)}
+                row[key + "_command"] = command(who, folder, deg, conv, weights if key == "model" else None)
+                row[key + "_seconds"] = time.perf_counter() - t0
+            m, b = row["model_result"], row["baseline_result"]
+            print(
+                f"{model:<20} {label:<26} {m['psnr']:6.2f} dB / {m['ssim']:.4f}   input {b['psnr']:6.2f} / "
+                f"{b['ssim']:.4f}   ({m['psnr'] - b['psnr']:+.2f} dB, {m['images']} images)",
+                flush=True,
+            )
+            print(f"    {row['model_command']}\n    {row['baseline_command']}", flush=True)
+            results.append(row)
+            if model.startswith("dsrir"):
+                records += [(label, "psnr", round(m["psnr"], 2), conv), (label, "ssim", round(m["ssim"], 4), conv)]
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    print(f"all_in_one: {records!r}")
+
+
+if __name__ == "__main__":
+    main()
