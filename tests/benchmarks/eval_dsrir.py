@@ -69,6 +69,7 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=0, help="first N images of each set (0: all)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--no-baseline", action="store_true", help="measure the model only, not the degraded input")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     if args.threads:
@@ -85,8 +86,9 @@ def main() -> None:
                 continue
             data = _subset(args.data_root, folder, args.limit, tmp) if args.limit else args.data_root / folder
             weights = args.weights if model.startswith("dsrir") else None
-            row = {"group": group, "model": model, "data": folder, "degradation": deg, "convention": conv}
-            for who in (model, "identity"):
+            row = {"group": group, "model": model, "label": label, "data": folder, "degradation": deg}
+            row["convention"] = conv
+            for who in (model, "identity")[: 1 if args.no_baseline else 2]:
                 t0 = time.perf_counter()
                 res = evaluate(
                     who,
@@ -102,13 +104,10 @@ def main() -> None:
                 row[key + "_result"] = {"psnr": res.psnr, "ssim": res.ssim, "images": len(res.images)}
                 row[key + "_command"] = command(who, folder, deg, conv, weights if key == "model" else None)
                 row[key + "_seconds"] = time.perf_counter() - t0
-            m, b = row["model_result"], row["baseline_result"]
-            print(
-                f"{model:<20} {label:<26} {m['psnr']:6.2f} dB / {m['ssim']:.4f}   input {b['psnr']:6.2f} / "
-                f"{b['ssim']:.4f}   ({m['psnr'] - b['psnr']:+.2f} dB, {m['images']} images)",
-                flush=True,
-            )
-            print(f"    {row['model_command']}\n    {row['baseline_command']}", flush=True)
+            m, b = row["model_result"], row.get("baseline_result")
+            versus = f"input {b['psnr']:6.2f} / {b['ssim']:.4f}   ({m['psnr'] - b['psnr']:+.2f} dB, " if b else "("
+            print(f"{model:<20} {label:<26} {m['psnr']:6.2f} dB / {m['ssim']:.4f}   {versus}{m['images']} images)")
+            print(f"    {row['model_command']}" + (f"\n    {row['baseline_command']}" if b else ""), flush=True)
             results.append(row)
             if model.startswith("dsrir"):
                 records += [(label, "psnr", round(m["psnr"], 2), conv), (label, "ssim", round(m["ssim"], 4), conv)]

@@ -50,31 +50,38 @@ def main() -> None:
     ap.add_argument("--weights-dir", type=Path, help="exported spatial_rnn_<tag>.safetensors files (default: bundled)")
     ap.add_argument("--only", nargs="+", choices=sorted({r[0] for r in ROWS}), help="just these models")
     ap.add_argument("--limit", type=int, default=0, help="first N images of each set (0: all)")
+    ap.add_argument("--data-root", type=Path, default=DATA, help="the folder holding CBSD68/ and BSD68/")
+    ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--no-baseline", action="store_true", help="measure the model only, not the degraded input")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     from restorekit.evaluate import evaluate
 
-    if not DATA.is_dir():
-        raise SystemExit(f"needs the benchmark images at {DATA}")
+    root = args.data_root
+    if not root.is_dir():
+        raise SystemExit(f"needs the benchmark images at {root}")
     tmp = Path(tempfile.mkdtemp())
     results, records = [], {}
     try:
         for tag, folder, deg, target, baseline, label in ROWS:
             if args.only and tag not in args.only:
                 continue
-            data = DATA / folder
+            data = root / folder
+            if not data.is_dir():
+                print(f"{label}: skipped, {data} is missing")
+                continue
             if args.limit:
                 data = tmp / f"{folder}_{args.limit}"
                 if not data.is_dir():
                     data.mkdir()
-                    for p in sorted((DATA / folder).glob("*.png"))[: args.limit]:
+                    for p in sorted((root / folder).glob("*.png"))[: args.limit]:
                         shutil.copy(p, data / p.name)
             weights = args.weights_dir / f"spatial_rnn_{tag}.safetensors" if args.weights_dir else None
-            row = {"model": f"spatial_rnn.{tag}", "data": folder, "degradation": deg, "target": target}
-            for who in (f"spatial_rnn.{tag}", baseline):
+            row = {"model": f"spatial_rnn.{tag}", "label": label, "data": folder, "degradation": deg, "target": target}
+            for who in (f"spatial_rnn.{tag}", baseline)[: 1 if args.no_baseline else 2]:
                 t0 = time.perf_counter()
                 res = evaluate(
                     who,
@@ -82,6 +89,7 @@ def main() -> None:
                     degradation=deg,
                     target=target,
                     weights=weights if who.startswith("spatial_rnn") else None,
+                    device=args.device,
                     progress=False,
                 )
                 key = "model" if who.startswith("spatial_rnn") else "baseline"
@@ -89,13 +97,12 @@ def main() -> None:
                 row[key + "_command"] = command(who, folder, deg, target, weights if key == "model" else None)
                 row[key + "_seconds"] = time.perf_counter() - t0
                 conv = res.convention.name
-            m, b = row["model_result"], row["baseline_result"]
+            m, b = row["model_result"], row.get("baseline_result")
+            versus = f"{baseline} {b['psnr']:6.2f} / {b['ssim']:.4f}   (+{m['psnr'] - b['psnr']:.2f} dB, " if b else "("
             print(
-                f"{row['model']:<22} {label:<26} {m['psnr']:6.2f} dB / {m['ssim']:.4f}   "
-                f"{baseline} {b['psnr']:6.2f} / {b['ssim']:.4f}   (+{m['psnr'] - b['psnr']:.2f} dB, "
-                f"{m['images']} images)"
+                f"{row['model']:<22} {label:<26} {m['psnr']:6.2f} dB / {m['ssim']:.4f}   {versus}{m['images']} images)"
             )
-            print(f"    {row['model_command']}\n    {row['baseline_command']}")
+            print(f"    {row['model_command']}" + (f"\n    {row['baseline_command']}" if b else ""))
             results.append(row)
             records.setdefault(tag, []).extend(
                 [(label, "psnr", round(m["psnr"], 2), conv), (label, "ssim", round(m["ssim"], 4), conv)]
