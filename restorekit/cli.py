@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="format",
         default="auto",
         metavar="FORMAT",
-        help="the file's format: auto (from its suffix), torch, safetensors, caffe, paddle",
+        help="the file's format: auto (from its suffix), torch, safetensors, caffe, paddle, mxnet",
     )
 
     ev = sub.add_parser("eval", help="measure PSNR/SSIM of a model or a baseline on a benchmark folder")
