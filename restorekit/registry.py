@@ -421,6 +421,8 @@ def format_info(info: Mapping[str, Any]) -> str:
         "paper",
         "origin",
         "published",
+        "source",
+        "grey_on_color",
         "config",
         "hub",
         "bundled",
@@ -430,8 +432,8 @@ def format_info(info: Mapping[str, Any]) -> str:
     ]
     for key in order:
         value = info.get(key)
-        if value in (None, "", (), [], {}):
-            continue
+        if value in (None, "", (), [], {}) or (key == "grey_on_color" and info.get("in_channels") != 1):
+            continue  # (how a colour image is fed matters only to a one-channel network)
         if isinstance(value, (dict, list, tuple)):
             value = json.dumps(value, default=str)
         lines.append(f"  {key:<14} {value}")

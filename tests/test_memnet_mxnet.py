@@ -229,6 +229,20 @@ def test_records_pin_both_files_at_the_readme_commit():
     assert info["upstream"]["companions"][0]["url"].endswith("MemNet_M6R6_80C64_SR-symbol.json")
 
 
+def test_info_shows_source_and_colour_policy_and_companions_must_be_pinned(capsys):
+    assert main(["info", "memnet.denoise_s30"]) == 0
+    text = capsys.readouterr().out
+    assert "authors' (pinned URL)" in text and "grey_on_color  rgb" in text and "MemNet_M6R6_80C64_GD-symbol" in text
+    assert main(["info", "msrn.sr_x2"]) == 0
+    assert "grey_on_color" not in capsys.readouterr().out  # an RGB network takes colour as it is
+    rec = get_record("memnet.sr_x2")
+    loose = dataclasses.replace(rec.upstream.companions[0], git_blob_sha1=None)
+    with pytest.raises(ValueError, match="needs a pinned digest"):
+        dataclasses.replace(rec, upstream=dataclasses.replace(rec.upstream, companions=(loose,)))
+    with pytest.raises(ValueError, match="grey_on_color must be one of"):
+        dataclasses.replace(rec, grey_on_color="ycbcr")
+
+
 def test_reported_figures_are_the_papers():
     """The records' reported SR figures are the ones in the architecture notes (the paper's Y-channel table)."""
     notes = DATA.parent / "docs" / "architectures.md"
