@@ -6,7 +6,7 @@ restorekit list --task sr
 restorekit info msrn.sr_x4
 restorekit download msrn.sr_x2 msrn.sr_x4
 restorekit convert MSRN_x4.pt msrn_x4.safetensors --model msrn.sr_x4
-restorekit convert MemNet_M6R6.caffemodel memnet.safetensors --model memnet.denoise_s50 --from caffe
+restorekit convert MemNet_M6R6_80C64_GD-0000.params memnet_gd.safetensors --model memnet.denoise_s50
 restorekit eval bicubic --data ../shared/data/sr/Set5 --scale 4
 """
 
@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("list", help="list registered models")
     ls.add_argument("--task")
     ls.add_argument("--arch")
-    ls.add_argument("--published", action="store_true", help="only models whose weights can be fetched")
+    ls.add_argument("--published", action="store_true", help="only models that have weights (bundled or fetchable)")
 
     info = sub.add_parser("info", help="everything known about a model")
     info.add_argument("name")
@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="format",
         default="auto",
         metavar="FORMAT",
-        help="the file's format: auto (from its suffix), torch, safetensors, caffe, paddle",
+        help="the file's format: auto (from its suffix), torch, safetensors, caffe, paddle, mxnet",
     )
 
     ev = sub.add_parser("eval", help="measure PSNR/SSIM of a model or a baseline on a benchmark folder")
@@ -163,10 +163,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .registry import get_record, list_models
 
         names = list_models(task=args.task, arch=args.arch, published=True if args.published else None)
+        # The weights column says which models run with pretrained weights and where those come from.
+        print(f"{'MODEL':<24} {'TASK':<10} {'SCALE':<5}  {'WEIGHTS':<27} DESCRIPTION")
         for name in names:
             rec = get_record(name)
-            state = "" if rec.published else "  (weights not published yet)"
-            print(f"{name:<24} {rec.task:<10} x{rec.scale}  {rec.description}{state}")
+            print(f"{name:<24} {rec.task:<10} x{rec.scale:<4}  {rec.source:<27} {rec.description}")
+        if any(not get_record(name).published for name in names):
+            print("\n'none': no weights are published for that model yet; it runs with weights=FILE (--weights) or")
+            print("pretrained=False. 'unpinned, opt in': see `restorekit info NAME`.")
         return 0
     if args.command == "info":
         from .registry import format_info, model_info

@@ -38,6 +38,7 @@ __all__ = [
 
 TASKS = ("sr", "denoise", "deblur", "derain", "dehaze", "jpeg", "smooth", "inpaint", "colorize", "all_in_one")
 DTYPES = ("float32", "float16", "bfloat16")
+GREY_ON_COLOR = ("y", "rgb")  # WeightRecord.grey_on_color
 _HEX40 = re.compile(r"^[0-9a-f]{40}$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -61,7 +62,8 @@ class ArchSpec:
     tiny_config: Mapping[str, Any]  # a few-hundred-parameter variant for tests
     paper: str
     value_range: float = 1.0  # the network's input/output range (MSRN works in 0..255)
-    receptive_field: int | None = None  # radius in input pixels; None = global (unbounded)
+    # Radius in input pixels (a number, or a function of the config when the depth varies); None = global.
+    receptive_field: int | Callable[[Mapping[str, Any]], int] | None = None
     # Measured peak activation bytes per input pixel at fp32 (docs/performance.md): a number, or a
     # function of the config when it varies (an SR network's upsampler grows with the scale).
     footprint: float | Callable[[Mapping[str, Any]], float] = 4096.0
@@ -71,6 +73,11 @@ class ArchSpec:
 
     def footprint_for(self, config: Mapping[str, Any]) -> float:
         return float(self.footprint(config) if callable(self.footprint) else self.footprint)
+
+    def receptive_field_for(self, config: Mapping[str, Any]) -> int | None:
+        """The radius for ``config`` (over the defaults); None for a global receptive field."""
+        rf = self.receptive_field
+        return int(rf({**self.default_config, **config})) if callable(rf) else rf
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "default_config", _freeze(self.default_config))
@@ -108,6 +115,10 @@ class UrlSource:
     git_blob_sha1: str | None = None
     size: int | None = None
     pinned: bool = True  # False: no published digest exists; never set it to skip pinning one that does
+    # Files the reader needs beside this one, each pinned the same way (an MXNet graph, PREFIX-symbol.json,
+    # beside PREFIX-0000.params): downloaded and verified with it, and saved next to it under their upstream
+    # file names, which is where the reader looks for them.
+    companions: tuple[UrlSource, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -158,6 +169,10 @@ class WeightRecord:
     # Shown once per process (a UserWarning) the first time load_model uses these weights: license terms
     # a user must not miss, such as a non-commercial restriction.
     license_notice: str = ""
+    # How a one-channel network treats a colour image: "y" restores the BT.601 Y and carries CbCr over (the
+    # SR and JPEG papers' protocol); "rgb" runs every RGB channel through it (a grey denoiser: noise sits
+    # in all three channels, each with the sigma the network was trained for).
+    grey_on_color: str = "y"
 
     @property
     def net_scale(self) -> int:
@@ -182,6 +197,15 @@ class WeightRecord:
                 raise ValueError(f"{self.name}: sha256 must be 64 lowercase hex digits, got {digest!r}")
         if self.upstream and self.upstream.git_blob_sha1 and not _HEX40.match(self.upstream.git_blob_sha1):
             raise ValueError(f"{self.name}: git blob SHA-1 must be 40 hex digits")
+        if self.grey_on_color not in GREY_ON_COLOR:
+            raise ValueError(f"{self.name}: grey_on_color must be one of {GREY_ON_COLOR}, got {self.grey_on_color!r}")
+        for extra in self.upstream.companions if self.upstream else ():
+            if not (extra.sha256 or extra.git_blob_sha1) or extra.companions:
+                raise ValueError(f"{self.name}: companion {extra.url} needs a pinned digest (and no companions)")
+            if extra.sha256 and not _HEX64.match(extra.sha256):
+                raise ValueError(f"{self.name}: sha256 must be 64 lowercase hex digits, got {extra.sha256!r}")
+            if extra.git_blob_sha1 and not _HEX40.match(extra.git_blob_sha1):
+                raise ValueError(f"{self.name}: git blob SHA-1 must be 40 hex digits")
         if self.upstream:
             digest = self.upstream.sha256 or self.upstream.git_blob_sha1
             if self.upstream.pinned and not digest:
@@ -201,6 +225,18 @@ class WeightRecord:
         """True when at least one source can deliver verified weights."""
         return bool(self.bundled or (self.hub and self.hub.published) or self.upstream)
 
+    @property
+    def source(self) -> str:
+        """Where the weights come from first, in words (what ``restorekit list`` shows): ``bundled``, ``hub``,
+        ``authors' (pinned URL)``, ``authors' (unpinned, opt in)``, or ``none (random init only)``."""
+        if self.bundled:
+            return "bundled"
+        if self.hub and self.hub.published:
+            return "hub"
+        if self.upstream:
+            return "authors' (pinned URL)" if self.upstream.pinned else "authors' (unpinned, opt in)"
+        return "none (random init only)"
+
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for f in fields(self):
@@ -214,6 +250,7 @@ class WeightRecord:
             out[f.name] = value
         out["name"] = self.name
         out["published"] = self.published
+        out["source"] = self.source
         return out
 
 
@@ -362,7 +399,7 @@ def model_info(name: str, task: str | None = None, *, scale: int | None = None, 
     spec = get_arch(rec.arch)
     info["arch_paper"] = spec.paper
     info["value_range"] = spec.value_range
-    info["receptive_field"] = spec.receptive_field
+    info["receptive_field"] = spec.receptive_field_for(rec.config)
     if as_dict:
         return info
     text = format_info(info)
@@ -384,6 +421,8 @@ def format_info(info: Mapping[str, Any]) -> str:
         "paper",
         "origin",
         "published",
+        "source",
+        "grey_on_color",
         "config",
         "hub",
         "bundled",
@@ -393,8 +432,8 @@ def format_info(info: Mapping[str, Any]) -> str:
     ]
     for key in order:
         value = info.get(key)
-        if value in (None, "", (), [], {}):
-            continue
+        if value in (None, "", (), [], {}) or (key == "grey_on_color" and info.get("in_channels") != 1):
+            continue  # (how a colour image is fed matters only to a one-channel network)
         if isinstance(value, (dict, list, tuple)):
             value = json.dumps(value, default=str)
         lines.append(f"  {key:<14} {value}")

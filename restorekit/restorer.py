@@ -1,9 +1,10 @@
 """The predictor: any input kind in, the same kind out, any size, on any device.
 
 The inference contract lives here and only here: read and normalise the input, match the
-model's channels (a grey model runs on the Y of a colour image, a colour model on a grey image
-repeated to RGB), pad to the size multiple, run whole or in tiles, pick the final output,
-crop, clamp, and put alpha, bit depth and layout back as they came.
+model's channels (a grey model runs on the Y of a colour image, or on each RGB channel where its
+record says so, a grey denoiser; a colour model on a grey image repeated to RGB), pad to the size
+multiple, run whole or in tiles, pick the final output, crop, clamp, and put alpha, bit depth and
+layout back as they came.
 """
 
 from __future__ import annotations
@@ -121,7 +122,8 @@ class Restorer:
         self._half: torch.nn.Module | None = None
         if self.dtype != torch.float32:
             self._half = copy.deepcopy(self.model).to(self.dtype)
-        margin = self.spec.receptive_field if self.spec.receptive_field is not None else _UNBOUNDED_MARGIN
+        radius = self.spec.receptive_field_for(self.record.config)
+        margin = radius if radius is not None else _UNBOUNDED_MARGIN
         m = self.record.size_multiple
         self.margin = -(-margin // m) * m
         self.overlap = 2 * self.margin + -(-_BLEND // m) * m
@@ -215,6 +217,12 @@ class Restorer:
             if y.shape[1] == 3 and c == 1:
                 return rkimage.rgb_to_grey(y)
             return y
+        if cin == 1 and c == 3 and self.record.grey_on_color == "rgb":
+            # A grey denoiser on a colour image: each RGB channel on its own (noise is in all three; see
+            # WeightRecord.grey_on_color), so the chroma noise goes too.
+            n, _, h, w = x.shape
+            y = self._forward(x.reshape(n * 3, 1, h, w), mask)
+            return y.reshape(n, 3, *y.shape[-2:])
         if cin == 1 and c == 3:
             # A grey model restores the luma; chroma is carried over (upsampled for SR).
             ycc = rkimage.rgb_to_ycbcr(x)

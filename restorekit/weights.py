@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import tempfile
 import threading
 import warnings
@@ -372,6 +373,9 @@ def _converted_path(record: WeightRecord) -> Path:
     up = record.upstream
     assert up is not None
     pin = up.sha256 or up.git_blob_sha1 or "unpinned"
+    if up.companions:  # a new pin of any file the conversion reads is a new converted file
+        pin = hashlib.sha1(" ".join([pin, *(c.sha256 or c.git_blob_sha1 or "" for c in up.companions)]).encode())
+        pin = pin.hexdigest()
     return cache_dir() / "converted" / f"{record.name}-{pin[:16]}.safetensors"
 
 
@@ -613,9 +617,13 @@ def _resolve_upstream_download(record: WeightRecord, attempts: list[str], progre
     spec = registry.get_arch(record.arch)
     downloads = cache_dir() / "downloads"
     downloads.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=downloads, prefix=f"{record.name}-", suffix=_download_suffix(up))
-    os.close(fd)
-    tmp = Path(name)
+    if up.companions:
+        # The reader finds the companions beside the file by name: keep the upstream names, in a folder of its own.
+        tmp = Path(tempfile.mkdtemp(dir=downloads, prefix=f"{record.name}-")) / _url_name(up)
+    else:
+        fd, name = tempfile.mkstemp(dir=downloads, prefix=f"{record.name}-", suffix=_download_suffix(up))
+        os.close(fd)
+        tmp = Path(name)
     try:
         logger.info("%s: downloading upstream checkpoint %s", record.name, up.url)
         try:
@@ -625,6 +633,8 @@ def _resolve_upstream_download(record: WeightRecord, attempts: list[str], progre
             attempts.append(f"upstream {up.url}: {_reason(exc)}")
             return None
         _verify_upstream(tmp, up, record)
+        if not _fetch_companions(record, tmp.parent, attempts, progress):
+            return None
         trusted = ""
         if not up.pinned:  # trust on first use: what was downloaded is recorded, nothing could be checked
             source = sha256_file(tmp)
@@ -641,6 +651,30 @@ def _resolve_upstream_download(record: WeightRecord, attempts: list[str], progre
         return out
     finally:
         tmp.unlink(missing_ok=True)
+        if up.companions:
+            shutil.rmtree(tmp.parent, ignore_errors=True)
+
+
+def _url_name(up: UrlSource) -> str:
+    from urllib.parse import unquote, urlsplit
+
+    return Path(unquote(urlsplit(up.url).path)).name or "download"
+
+
+def _fetch_companions(record: WeightRecord, folder: Path, attempts: list[str], progress: bool) -> bool:
+    """Download and verify ``record.upstream.companions`` into ``folder`` (False, with the reason, on failure)."""
+    assert record.upstream is not None
+    for extra in record.upstream.companions:
+        dest = folder / _url_name(extra)
+        logger.info("%s: downloading %s (needed beside %s)", record.name, extra.url, _url_name(record.upstream))
+        try:
+            _fetch_url(extra, dest, progress, desc=f"{record.name} {dest.name}")
+        except Exception as exc:  # as for the main file: record it and give up on this source
+            logger.info("%s: upstream download failed: %s", record.name, _reason(exc))
+            attempts.append(f"upstream {extra.url}: {_reason(exc)}")
+            return False
+        _verify_upstream(dest, extra, record)
+    return True
 
 
 def _unpublished_message(record: WeightRecord) -> str:

@@ -1,4 +1,5 @@
-"""Shared fixtures. No test may touch the real caches in ~/.cache or reach the internet."""
+"""Shared fixtures. No test may touch the real caches in ~/.cache or reach the internet (tests marked
+``network`` do, and run only with ``--network``)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,27 @@ except ImportError:
     from servers import FileServer, HubServer
 
 _OFFLINE_VARS = ("HF_HUB_OFFLINE", "RESTOREKIT_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--network",
+        action="store_true",
+        default=False,
+        help="also run the tests marked network: they download real upstream files (needs internet; never in CI)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Tests marked network reach the internet: skipped unless asked for, so the suite (and CI) stays offline.
+    if config.getoption("--network"):
+        return
+    skip = pytest.mark.skip(
+        reason="needs internet: run with --network (e.g. python -m pytest tests/test_memnet_network.py --network)"
+    )
+    for item in items:
+        if "network" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True)

@@ -90,12 +90,12 @@ def test_every_arch_has_a_default_tag(arch):
 def test_receptive_field_claim_holds(arch):
     # The registered radius is what makes tiled == whole; check it with a gradient probe.
     spec = get_arch(arch)
-    if spec.receptive_field is None:
-        pytest.skip(f"{arch} has a global receptive field")
     rec = get_record(arch)
+    if spec.receptive_field_for(rec.config) is None:
+        pytest.skip(f"{arch} has a global receptive field")
     torch.manual_seed(0)
     model = build_model(arch, rec.config).eval()  # full size: the radius depends on the depth
-    r = spec.receptive_field
+    r = spec.receptive_field_for(rec.config)
     size = 2 * r + 9
     x = torch.rand(1, rec.in_channels, size, size, requires_grad=True)
     out = model(x * spec.value_range)

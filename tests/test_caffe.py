@@ -239,7 +239,12 @@ def test_memnet_caffemodel_through_cli_convert_and_restorer(tmp_path, capsys):
     src = tmp_path / "MemNet_tiny_GD.caffemodel"
     _write(src, blobs, legacy_bias=True)
     dst = tmp_path / "memnet_tiny.safetensors"
+    # memnet.denoise_s30 is the authors' MXNet file, whose graph's BatchNorm eps (1e-4) is not Caffe's.
     config = '{"channels": 4, "blocks": 2, "recursions": 3}'
+    argv = ["convert", str(src), str(dst), "--model", "memnet.denoise_s30", "--config", config, "--from", "caffe"]
+    assert main(argv) == 1
+    assert """pass the config {"bn_eps": 1e-05}""" in capsys.readouterr().err
+    config = '{"channels": 4, "blocks": 2, "recursions": 3, "bn_eps": 1e-5}'
     argv = ["convert", str(src), str(dst), "--model", "memnet.denoise_s30", "--config", config, "--from", "caffe"]
     assert main(argv) == 0
     sd, header = read_weights(dst)
@@ -264,7 +269,7 @@ def test_full_size_m6r6_caffemodel_with_the_authors_shapes(tmp_path):
     assert len(read_caffemodel(src)) == sum(len(v) for v in blobs.values()) == 7 + 6 * (6 * 2 * 7 + 7 + 7 + 1)
     out = convert(src, tmp_path / "m6r6.safetensors", model="memnet.denoise_blind")
     sd, header = read_weights(out)
-    assert header["config"] == {"blocks": 6, "recursions": 6, "channels": 64, "in_channels": 1}
+    assert header["config"] == {"blocks": 6, "recursions": 6, "channels": 64, "in_channels": 1, "bn_eps": 1e-5}
     assert sum(v.numel() for k, v in sd.items() if k.endswith(("weight", "bias")) or k == "output_weights") == 695_497
     mean = blobs["bn_conv03_04_b"][0] / blobs["bn_conv03_04_b"][2][0]
     assert torch.allclose(sd["memory.2.bn_b.3.running_mean"], torch.from_numpy(mean), rtol=1e-6)

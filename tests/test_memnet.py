@@ -204,19 +204,28 @@ def test_registered_tasks():
         "memnet.denoise_s70",
         "memnet.jpeg_q10",
         "memnet.jpeg_q20",
+        "memnet.sr_m10r10_x2",
+        "memnet.sr_m10r10_x3",
+        "memnet.sr_m10r10_x4",
         "memnet.sr_x2",
         "memnet.sr_x3",
         "memnet.sr_x4",
     ]
-    assert get_record("memnet").name == "memnet.denoise_blind"
+    # The architecture's name alone gives a model that runs: the authors' denoiser.
+    assert get_record("memnet").name == "memnet.denoise_s50" and get_record("memnet").published
     for name in MEMNET:
         rec = get_record(name)
         assert rec.in_channels == rec.out_channels == 1 and rec.size_multiple == 1
-        assert not rec.published and "not published yet" in rec.notes
         assert rec.pre_upsample == (rec.task == "sr") and rec.net_scale == 1
+        assert rec.grey_on_color == ("rgb" if rec.task == "denoise" else "y")
+        # Only restorekit's own blind denoiser has no weights yet; every other record has the authors' files.
+        assert rec.published == (name != "memnet.denoise_blind")
+        assert (rec.upstream is None) == (name == "memnet.denoise_blind") and (rec.hub is None) == rec.published
     sr = [get_record(f"memnet.sr_x{s}") for s in (2, 3, 4)]
-    assert len({r.hub.filename for r in sr}) == 1 and all(r.config == sr[0].config for r in sr)
-    assert get_arch("memnet").receptive_field == 74
+    assert len({r.upstream for r in sr}) == 1 and all(r.config == sr[0].config for r in sr)
+    spec = get_arch("memnet")
+    assert spec.receptive_field_for(get_record("memnet.sr_x2").config) == 74
+    assert spec.receptive_field_for(get_record("memnet.sr_m10r10_x2").config) == 202
 
 
 @pytest.mark.parametrize("name", MEMNET)
@@ -233,7 +242,9 @@ def test_restorer_on_grey_and_colour(name):
         out_g, out_c = r.run(grey), r.run(colour)
         assert out_g.shape == (11 * s, 14 * s) and out_g.dtype == np.uint8
         assert out_c.shape == (11 * s, 14 * s, 3) and out_c.dtype == np.uint8
-        assert sizes == [(1, 1, 11 * s, 14 * s)] * 2  # the network sees one channel, already at the output size
+        # The network sees one channel, already at the output size: once for grey; for colour, on the Y once, or
+        # (a denoiser) on each of R, G and B.
+        assert sizes == [(1, 1, 11 * s, 14 * s)] * (1 + (3 if rec.grey_on_color == "rgb" else 1))
         if s == 1:
             assert np.array_equal(out_g, grey)  # grey in, the identity network, grey out: exact
             assert np.abs(out_c.astype(int) - colour).max() <= 1  # Y restored, CbCr carried: RGB round trip

@@ -15,10 +15,15 @@ the gate's concatenation:
 
 The network is single-channel (Y or grey) in [0, 1] and keeps the size (SR runs on the
 bicubic-upsampled image: ``pre_upsample`` in the weight records).
+
+The registered models are the authors' own (M6R6 denoising, SR and JPEG deblocking, M10R10 SR), downloaded
+as MXNet files with their graphs at a pinned commit; below are the network, the mappings of the authors'
+Caffe and MXNet files onto it, and the weight records.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from typing import Any, NamedTuple
@@ -28,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConversionError
-from ..registry import ArchSpec, HubSource, Metric, WeightRecord, register_arch, register_weights
+from ..registry import ArchSpec, HubSource, Metric, UrlSource, WeightRecord, register_arch, register_weights
 
 
 class MemNetOutput(NamedTuple):
@@ -49,14 +54,14 @@ class MemoryBlock(nn.Module):
     extractor and of every earlier block (long-term memory, oldest first).
     """
 
-    def __init__(self, channels: int, recursions: int, n_memory: int) -> None:
+    def __init__(self, channels: int, recursions: int, n_memory: int, bn_eps: float = 1e-5) -> None:
         super().__init__()
         self.conv_a = _conv(channels, channels, 3)
         self.conv_b = _conv(channels, channels, 3)
-        self.bn_a = nn.ModuleList(nn.BatchNorm2d(channels) for _ in range(recursions))
-        self.bn_b = nn.ModuleList(nn.BatchNorm2d(channels) for _ in range(recursions))
+        self.bn_a = nn.ModuleList(nn.BatchNorm2d(channels, eps=bn_eps) for _ in range(recursions))
+        self.bn_b = nn.ModuleList(nn.BatchNorm2d(channels, eps=bn_eps) for _ in range(recursions))
         gate_in = (n_memory + recursions) * channels
-        self.gate_bn = nn.BatchNorm2d(gate_in)
+        self.gate_bn = nn.BatchNorm2d(gate_in, eps=bn_eps)
         self.gate_conv = _conv(gate_in, channels, 1)
 
     def forward(self, x: torch.Tensor, memory: list[torch.Tensor]) -> torch.Tensor:
@@ -94,19 +99,24 @@ class MemNet(nn.Module):
 
     ``forward`` returns :class:`MemNetOutput`: ``output`` (the weighted sum of the block outputs, what
     the authors' deploy net outputs) and ``block_outputs`` (one per block, for multi-supervised training).
+    ``bn_eps`` is every BatchNorm's epsilon: Caffe's 1e-5 by default; the MXNet conversions of the
+    authors' models use 1e-4 (their graphs say so), and their records set it.
 
     >>> out = MemNet(channels=4, blocks=2, recursions=2)(torch.rand(1, 1, 8, 8))
     >>> out.output.shape, len(out.block_outputs)
     (torch.Size([1, 1, 8, 8]), 2)
     """
 
-    def __init__(self, *, blocks: int = 6, recursions: int = 6, channels: int = 64, in_channels: int = 1) -> None:
+    def __init__(
+        self, *, blocks: int = 6, recursions: int = 6, channels: int = 64, in_channels: int = 1, bn_eps: float = 1e-5
+    ) -> None:
         super().__init__()
         self.blocks, self.recursions, self.channels, self.in_channels = blocks, recursions, channels, in_channels
-        self.bn_in = nn.BatchNorm2d(in_channels)  # pre-activation on the raw input, as the authors do
+        self.bn_eps = bn_eps
+        self.bn_in = nn.BatchNorm2d(in_channels, eps=bn_eps)  # pre-activation on the raw input, as the authors do
         self.conv_in = _conv(in_channels, channels, 3)
-        self.memory = nn.ModuleList(MemoryBlock(channels, recursions, m + 1) for m in range(blocks))
-        self.recon_bn = nn.ModuleList(nn.BatchNorm2d(channels) for _ in range(blocks))
+        self.memory = nn.ModuleList(MemoryBlock(channels, recursions, m + 1, bn_eps) for m in range(blocks))
+        self.recon_bn = nn.ModuleList(nn.BatchNorm2d(channels, eps=bn_eps) for _ in range(blocks))
         self.recon_conv = _conv(channels, in_channels, 3)  # shared by every block (Recon_w / Recon_b)
         # Caffe's Scale layer without a filler starts at 1: every block output initially has weight 1.
         self.output_weights = nn.Parameter(torch.ones(blocks))
@@ -159,6 +169,7 @@ def _build(**config: Any) -> MemNet:
 # scale factor): mean = blob0 / s, var = blob1 / s (0 when s == 0, as Caffe does); eps is Caffe's 1e-5.
 
 _CAFFE_NAME = re.compile(r"^(?P<layer>.+)/(?P<blob>\d+)$")
+_CAFFE_EPS = 1e-5  # BatchNormParameter's default; the authors' prototxts set no batch_norm_param
 
 
 def _caffe_layers(state_dict: Mapping[str, Any]) -> dict[str, dict[int, torch.Tensor]]:
@@ -190,9 +201,24 @@ def _fit(layer: str, index: int, blob: torch.Tensor, shape: tuple[int, ...]) -> 
 
 
 def _filter_checkpoint(state_dict: dict[str, Any], config: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-    """Map a MemNet ``.caffemodel`` (as read by :func:`restorekit.convert.caffe.read_caffemodel`) to our keys."""
+    """Map the authors' MemNet files to our keys: a ``.caffemodel`` (as read by
+    :func:`restorekit.convert.caffe.read_caffemodel`) or an MXNet ``.params`` with its graph (as read by
+    :func:`restorekit.convert.mxnet.read_params`)."""
+    if any(isinstance(k, str) and k.startswith(_MX_PREFIXES) for k in state_dict):
+        return _filter_mxnet(state_dict, config)
     if state_dict and all(isinstance(k, str) and "/" not in k for k in state_dict):
         return dict(state_dict)  # already restorekit's own keys (a torch or safetensors file of this network)
+    return _filter_caffe(state_dict, config)
+
+
+def _filter_caffe(state_dict: dict[str, Any], config: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    eps = float(config.get("bn_eps", _CAFFE_EPS))
+    if not math.isclose(eps, _CAFFE_EPS, rel_tol=1e-6):
+        raise ConversionError(
+            f"a caffemodel's BatchNorms use Caffe's eps {_CAFFE_EPS:g} (the authors' deploy prototxts set none), but "
+            f"the config says {eps:g} (the records of the authors' MXNet files take their graphs' eps): pass the "
+            f'config {{"bn_eps": {_CAFFE_EPS:g}}} (restorekit convert ... --config \'{{"bn_eps": {_CAFFE_EPS:g}}}\')'
+        )
     layers = _caffe_layers(state_dict)
     blocks, recursions = int(config["blocks"]), int(config["recursions"])
     channels, cin = int(config["channels"]), int(config.get("in_channels", 1))
@@ -284,6 +310,274 @@ def _variant_hint(layers: Mapping[str, Any]) -> str:
     return f'; the file looks like M{m}R{r}: pass the config {{"blocks": {m}, "recursions": {r}}}'
 
 
+# ------------------------------------------------------------------------ authors' models converted to MXNet
+#
+# WolframRhodium/Super-Resolution-Zoo holds MXNet conversions of the authors' Caffe models (MemNet/official/):
+# NAME-0000.params (read by restorekit.convert.mxnet.read_params) and the graph NAME-symbol.json beside it. The
+# graph keeps Caffe's layer names: conv1 / bn_conv1 (BatchNorm and Caffe's Scale merged: _gamma, _beta,
+# _moving_mean, _moving_var), conv{m}_{r}_{a,b}, conv_transition_{m}, conv_end_{m}; parameters are
+# "arg:<name>_weight" / "_bias" / "_gamma" / "_beta" and "aux:<name>_moving_mean" / "_moving_var". Like the
+# caffemodel it repeats what Caffe shared (each block's two recursion convolutions once per recursion,
+# the reconstruction once per block): every copy is read and must agree. Two things are not in the .params:
+# each block's output weight is a _mul_scalar node's "scalar" and every BatchNorm's eps an attribute (1e-4
+# in the authors' graphs, not Caffe's 1e-5). So the graph is required, and it is checked node by node
+# against the MemNet the config describes, so that what is built computes what the graph computes.
+
+_MX_PREFIXES = ("arg:", "aux:", "mxnet:")
+_MX_OPS = ("null", "Convolution", "BatchNorm", "Activation", "broadcast_add", "Concat", "_mul_scalar", "add_n")
+_MX_DEFAULT_EPS = 1e-3  # MXNet BatchNorm's own defaults, for attributes a graph leaves out
+_MX_DEFAULT_FIX_GAMMA = True
+
+
+def _mx_tuple(value: Any, default: tuple[int, ...]) -> tuple[int, ...]:
+    if value in (None, "", "()", "[]"):
+        return default
+    return tuple(int(v) for v in str(value).strip("()[] ").split(",") if v.strip())
+
+
+def _mx_bool(value: Any, default: bool) -> bool:
+    return default if value is None else str(value).strip().lower() in ("true", "1")
+
+
+class _Wiring:
+    """Structures interned by content: two nodes get one id exactly when they compute the same thing from the
+    same named parameters (commutative sums sorted), so a graph matches the expected MemNet iff its output does."""
+
+    def __init__(self) -> None:
+        self.ids: dict[tuple[Any, ...], int] = {}
+
+    def node(self, op: str, attrs: tuple[Any, ...], inputs: tuple[tuple[int, int], ...]) -> int:
+        if op in ("broadcast_add", "add_n"):
+            inputs = tuple(sorted(inputs))
+        return self.ids.setdefault((op, attrs, inputs), len(self.ids))
+
+    def var(self, name: str) -> int:
+        return self.ids.setdefault(("null", name), len(self.ids))
+
+
+def _conv_attrs(k: int, cout: int) -> tuple[Any, ...]:
+    # (kernel, pad, stride, dilate, groups, no_bias, num_filter): MemNet's convolutions keep the size.
+    return ((k, k), (k // 2, k // 2), (1, 1), (1, 1), 1, False, cout)
+
+
+def _expected_wiring(w: _Wiring, blocks: int, recursions: int, channels: int, cin: int) -> tuple[int, list[int]]:
+    """The graph MemNet M{blocks}R{recursions} is, with the authors' names: (output id, HR_recovery ids)."""
+    data = w.var("data")
+
+    def bnr(x: int, name: str) -> int:
+        params = tuple((w.var(f"{name}_{p}"), 0) for p in ("gamma", "beta", "moving_mean", "moving_var"))
+        bn = w.node("BatchNorm", (), ((x, 0), *params))
+        return w.node("Activation", ("relu",), ((bn, 0),))
+
+    def conv(x: int, name: str, k: int, cout: int) -> int:
+        params = ((w.var(f"{name}_weight"), 0), (w.var(f"{name}_bias"), 0))
+        return w.node("Convolution", _conv_attrs(k, cout), ((x, 0), *params))
+
+    memory = [conv(bnr(data, "bn_conv1"), "conv1", 3, channels)]
+    h, recoveries = memory[0], []
+    for m in range(1, blocks + 1):
+        mm, short = f"{m:02d}", []
+        for r in range(1, recursions + 1):
+            name = f"conv{mm}_{r:02d}"
+            t = conv(bnr(h, f"bn_{name}_a"), f"{name}_a", 3, channels)
+            h = w.node("broadcast_add", (), ((h, 0), (conv(bnr(t, f"bn_{name}_b"), f"{name}_b", 3, channels), 0)))
+            short.append(h)
+        gate = w.node("Concat", (1,), tuple((p, 0) for p in [*memory, *short]))
+        h = conv(bnr(gate, f"bn_conv_transition_{mm}"), f"conv_transition_{mm}", 1, channels)
+        memory.append(h)
+        recon = conv(bnr(h, f"bn_conv_end_{mm}"), f"conv_end_{mm}", 3, cin)
+        recoveries.append(w.node("broadcast_add", (), ((data, 0), (recon, 0))))
+    scaled = tuple((w.node("_mul_scalar", (), ((rec, 0),)), 0) for rec in recoveries)
+    return w.node("add_n", (), scaled), recoveries
+
+
+class _MXGraph(NamedTuple):
+    eps: dict[str, float]  # BatchNorm node name -> eps
+    fixed_gamma: set[str]  # BatchNorm nodes whose gamma MXNet ignores (fix_gamma: gamma is 1)
+    output_weights: list[float]  # the _mul_scalar of each block's HR_recovery, block order
+
+
+def _read_mx_graph(graph: Mapping[str, Any], config: Mapping[str, Any]) -> _MXGraph:
+    blocks, recursions = int(config["blocks"]), int(config["recursions"])
+    variant = f"M{blocks}R{recursions}"
+    nodes = graph.get("nodes")
+    heads = graph.get("heads")
+    if not isinstance(nodes, list) or not isinstance(heads, list) or len(heads) != 1:
+        raise ConversionError("the MXNet graph needs a 'nodes' list and one output in 'heads'")
+    w = _Wiring()
+    head, recoveries = _expected_wiring(w, blocks, recursions, int(config["channels"]), int(config["in_channels"]))
+    expected = set(w.ids.values())
+    ids: list[int] = []
+    eps: dict[str, float] = {}
+    fixed: set[str] = set()
+    scalars: dict[int, float] = {}  # id of the scaled HR_recovery -> scalar
+    counts = {"Concat": 0, "broadcast_add": 0}
+    for node in nodes:
+        op, name = node.get("op"), node.get("name")
+        if op not in _MX_OPS:
+            raise ConversionError(
+                f"the MXNet graph has a {op!r} node ({name!r}), which MemNet does not use: is it a MemNet graph?"
+            )
+        if op == "null":
+            ids.append(w.var(str(name)))
+            continue
+        attrs = node.get("attrs", node.get("attr", node.get("param"))) or {}
+        try:
+            inputs = tuple((ids[src[0]], int(src[1])) for src in node.get("inputs", []))
+        except (IndexError, TypeError, ValueError):
+            raise ConversionError(f"the MXNet graph's node {name!r} has malformed inputs") from None
+        key: tuple[Any, ...] = ()
+        if op == "Convolution":
+            k = _mx_tuple(attrs.get("kernel"), ())
+            key = (
+                k,
+                _mx_tuple(attrs.get("pad"), (0,) * len(k)),
+                _mx_tuple(attrs.get("stride"), (1,) * len(k)),
+                _mx_tuple(attrs.get("dilate"), (1,) * len(k)),
+                int(attrs.get("num_group", 1)),
+                _mx_bool(attrs.get("no_bias"), False),
+                int(attrs.get("num_filter", -1)),
+            )
+        elif op == "BatchNorm":
+            if int(attrs.get("axis", 1)) != 1:
+                raise ConversionError(
+                    f"BatchNorm {name!r} normalises axis {attrs['axis']}, MemNet's normalise channels"
+                )
+            eps[str(name)] = float(attrs.get("eps", _MX_DEFAULT_EPS))
+            if _mx_bool(attrs.get("fix_gamma"), _MX_DEFAULT_FIX_GAMMA):
+                fixed.add(str(name))
+        elif op == "Activation":
+            key = (str(attrs.get("act_type")),)
+        elif op == "Concat":
+            key = (int(attrs.get("dim", 1)),)
+        if op in counts:
+            counts[op] += 1
+        ids.append(w.node(op, key, inputs))
+        if op == "_mul_scalar":
+            scalars[inputs[0][0]] = float(attrs.get("scalar", 0))
+    out = int(heads[0][0])
+    if not (0 <= out < len(ids) and ids[out] == head):
+        raise ConversionError(
+            f"the MXNet graph does not compute MemNet {variant} as the authors built it"
+            + _graph_hint(nodes, ids, expected, counts, variant)
+        )
+    return _MXGraph(eps, fixed, [scalars[r] for r in recoveries])
+
+
+def _graph_hint(nodes: list[Any], ids: list[int], expected: set[int], counts: Mapping[str, int], variant: str) -> str:
+    """Where a graph leaves MemNet: its first node that has no place in the expected graph, and the variant its
+    block count suggests (Concats = blocks; broadcast_adds = blocks x (recursions + 1))."""
+    stray = next((nodes[i] for i, n in enumerate(ids) if n not in expected), None)
+    where = f"; its node {stray.get('name')!r} ({stray.get('op')}) has no place there" if stray else ""
+    m = counts["Concat"]
+    r = counts["broadcast_add"] // m - 1 if m else 0
+    if m and f"M{m}R{r}" != variant:
+        where += f' (the graph looks like M{m}R{r}: pass the config {{"blocks": {m}, "recursions": {r}}})'
+    return where
+
+
+def _filter_mxnet(state_dict: dict[str, Any], config: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    from ..convert.mxnet import SYMBOL_KEY, symbol_of
+
+    blocks, recursions = int(config["blocks"]), int(config["recursions"])
+    channels, cin = int(config["channels"]), int(config.get("in_channels", 1))
+    graph = symbol_of(state_dict)
+    if graph is None:
+        raise ConversionError(
+            "MemNet's block output weights and BatchNorm eps are in the MXNet graph, not in the .params file: put "
+            "the graph MXNet saved with it (PREFIX-symbol.json beside PREFIX-0000.params, the same PREFIX) next to "
+            "the .params file and convert again"
+        )
+    try:
+        facts = _read_mx_graph(graph, {**config, "in_channels": cin})
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:  # attributes that do not parse
+        raise ConversionError(
+            f"the MXNet graph beside the .params file is malformed ({type(exc).__name__}: {exc})"
+        ) from exc
+    want_eps = float(config.get("bn_eps", 1e-5))
+    wrong = sorted({e for e in facts.eps.values() if not math.isclose(e, want_eps, rel_tol=1e-6)})
+    if wrong:
+        raise ConversionError(
+            f"the graph's BatchNorms use eps {', '.join(f'{e:g}' for e in wrong)}, the network's is {want_eps:g}: "
+            f'pass the config {{"bn_eps": {wrong[0]:g}}}' + ("" if len(wrong) == 1 else " (and use one eps throughout)")
+        )
+    arrays = {k: v for k, v in state_dict.items() if k != SYMBOL_KEY}
+    used: set[str] = set()
+    missing: list[str] = []
+
+    def get(key: str, shape: tuple[int, ...]) -> torch.Tensor | None:
+        value = arrays.get(key)
+        if value is None:
+            missing.append(key)
+            return None
+        used.add(key)
+        return _fit(key, 0, value, shape)
+
+    out: dict[str, torch.Tensor] = {}
+
+    def batchnorm(mx: str, ours: str, c: int) -> None:
+        gamma, beta = get(f"arg:{mx}_gamma", (c,)), get(f"arg:{mx}_beta", (c,))
+        mean, var = get(f"aux:{mx}_moving_mean", (c,)), get(f"aux:{mx}_moving_var", (c,))
+        if gamma is None or beta is None or mean is None or var is None:
+            return
+        # fix_gamma: MXNet uses gamma = 1 whatever the file holds.
+        out[f"{ours}.weight"] = torch.ones(c) if mx in facts.fixed_gamma else gamma
+        out[f"{ours}.bias"], out[f"{ours}.running_mean"], out[f"{ours}.running_var"] = beta, mean, var
+        out[f"{ours}.num_batches_tracked"] = torch.tensor(0, dtype=torch.long)
+
+    def conv(copies: list[str], ours: str, cout: int, cin_: int, k: int) -> None:
+        first: tuple[str, torch.Tensor, torch.Tensor] | None = None
+        for name in copies:
+            w, b = get(f"arg:{name}_weight", (cout, cin_, k, k)), get(f"arg:{name}_bias", (cout,))
+            if w is None or b is None:
+                continue
+            if first is None:
+                first = (name, w, b)
+            elif not (torch.equal(w, first[1]) and torch.equal(b, first[2])):
+                diff = max(float((w - first[1]).abs().max()), float((b - first[2]).abs().max()))
+                raise ConversionError(
+                    f"{first[0]!r} and {name!r} are copies of one convolution that the authors' MemNet shares, but "
+                    f"they differ (by up to {diff:.3g}): this file was not trained with the authors' weight sharing, "
+                    "so restorekit's MemNet cannot hold it"
+                )
+        if first is not None:
+            out[f"{ours}.weight"], out[f"{ours}.bias"] = first[1], first[2]
+
+    batchnorm("bn_conv1", "bn_in", cin)
+    conv(["conv1"], "conv_in", channels, cin, 3)
+    for m in range(1, blocks + 1):
+        mm, ours = f"{m:02d}", f"memory.{m - 1}"
+        for part in "ab":
+            for r in range(1, recursions + 1):
+                batchnorm(f"bn_conv{mm}_{r:02d}_{part}", f"{ours}.bn_{part}.{r - 1}", channels)
+            conv(
+                [f"conv{mm}_{r:02d}_{part}" for r in range(1, recursions + 1)],
+                f"{ours}.conv_{part}",
+                channels,
+                channels,
+                3,
+            )
+        gate_in = (m + recursions) * channels
+        batchnorm(f"bn_conv_transition_{mm}", f"{ours}.gate_bn", gate_in)
+        conv([f"conv_transition_{mm}"], f"{ours}.gate_conv", channels, gate_in, 1)
+        batchnorm(f"bn_conv_end_{mm}", f"recon_bn.{m - 1}", channels)
+    conv([f"conv_end_{m:02d}" for m in range(1, blocks + 1)], "recon_conv", cin, channels, 3)
+    if missing:
+        raise ConversionError(
+            f"the .params file lacks {len(missing)} array(s) that its graph uses: {', '.join(missing[:5])}"
+            + (" …" if len(missing) > 5 else "")
+            + "; is it the .params file of this graph (the same PREFIX)?"
+        )
+    extra = sorted(set(arrays) - used)
+    if extra:
+        raise ConversionError(
+            f"the .params file has arrays that MemNet M{blocks}R{recursions} does not use: {', '.join(extra[:5])}"
+            + (" …" if len(extra) > 5 else "")
+        )
+    out["output_weights"] = torch.tensor(facts.output_weights, dtype=torch.float32)
+    return out
+
+
 # --------------------------------------------------------------------------------------------- registration
 
 # Peak activation bytes per input pixel, fp32, M6R6 (tests/benchmarks/footprint.py memnet.denoise_blind --size 256,
@@ -291,8 +585,8 @@ def _variant_hint(layers: Mapping[str, Any]) -> str:
 _FOOTPRINT = 7_000.0
 
 # Receptive-field radius of the weighted sum: conv_in 1 + blocks x recursions x 2 (two 3x3 per recursion)
-# + the 3x3 reconstruction 1; the 1x1 gates add nothing. M6R6: 74 (M10R10: 202, see docs/memnet.md on tiling).
-_M6R6 = {"blocks": 6, "recursions": 6, "channels": 64, "in_channels": 1}
+# + the 3x3 reconstruction 1; the 1x1 gates add nothing. M6R6: 74, M10R10: 202.
+_M6R6 = {"blocks": 6, "recursions": 6, "channels": 64, "in_channels": 1, "bn_eps": 1e-5}
 SPEC = register_arch(
     ArchSpec(
         name="memnet",
@@ -300,7 +594,7 @@ SPEC = register_arch(
         default_config=_M6R6,
         tiny_config={"channels": 4, "blocks": 2, "recursions": 2},
         paper="Tai et al., MemNet: A Persistent Memory Network for Image Restoration, ICCV 2017",
-        receptive_field=2 + 2 * _M6R6["blocks"] * _M6R6["recursions"],
+        receptive_field=lambda cfg: 2 + 2 * int(cfg["blocks"]) * int(cfg["recursions"]),
         footprint=lambda cfg: (
             _FOOTPRINT * cfg.get("channels", 64) / 64 * (cfg.get("blocks", 6) + cfg.get("recursions", 6)) / 12
         ),
@@ -310,60 +604,166 @@ SPEC = register_arch(
 )
 
 _PAPER = "Tai, Yang, Liu, Xu. MemNet: A Persistent Memory Network for Image Restoration. ICCV 2017"
-_PARAMS = 695_497  # M6R6: 678,209 convolution weights and biases + 17,288 BatchNorm γ/β and block output weights
-_NOT_YET = (
-    "weights not published yet: restorekit's own come from the training issues (the authors' Caffe models are "
-    "not at a pinned, fetchable URL). Meanwhile use pretrained=False, or weights= an authors' M6R6 .caffemodel "
-    "or its conversion (restorekit convert FILE.caffemodel OUT.safetensors --model {name} --from caffe)."
+_PARAMS = {6: 695_497, 10: 1_422_029}  # M6R6 678,209 + 17,288; M10R10 1,375,297 + 46,732 (conv + BN γ/β, weights)
+
+# The authors' models, as MXNet files at a pinned commit of WolframRhodium/Super-Resolution-Zoo (MemNet/official/,
+# converted from tyshiwo/MemNet at d37a6abd): NAME-0000.params and its graph NAME-symbol.json, each pinned by
+# its git blob SHA-1 (plain git blobs: the repository has no LFS).
+_ZOO = (
+    "https://raw.githubusercontent.com/WolframRhodium/Super-Resolution-Zoo/"
+    "041842f177ab4aa59287f8561ec9b3446bd4826c/MemNet/official/"
 )
-# The authors' SR results for M6R6 (Y channel, shave = scale), reported in the paper: not yet measured here.
+_OFFICIAL = {  # file prefix -> (git blob of -0000.params, git blob of -symbol.json)
+    "MemNet_M6R6_80C64_SR": ("fbff564ceea2902f495468c5fedbc399a372f879", "9bd81b2bd25821132104a02bf5fffe497a9f4857"),
+    "MemNet_M6R6_80C64_GD": ("e9f7fa331c7a0ac5dde44c47787adcd9f79bb6ea", "7e4d3f74b67fe61642ab9170b4da1c58a15b4533"),
+    "MemNet_M6R6_80C64_JD": ("1385c00b208ff27f1469f1118a58f56afe7823aa", "a2712afea21bce1371f4f52bb9a8c30a5af00338"),
+    "MemNet_M10R10_212C64_SR": ("451d3cceb3a66b62a888802bb9a9b17fe10c1f37", "ee323412f623b2970a94d9055d84b8ac8c9052af"),
+}
+# Their graphs set every BatchNorm's eps to 1e-4 (read from the graph at conversion, which checks this).
+_OFFICIAL_CONFIG = {6: {**_M6R6, "bn_eps": 1e-4}, 10: {**_M6R6, "blocks": 10, "recursions": 10, "bn_eps": 1e-4}}
+_OFFICIAL_LICENSE = (
+    "none stated: tyshiwo/MemNet and WolframRhodium/Super-Resolution-Zoo have no LICENSE file; the MemNet authors' "
+    "weights, for research use. restorekit downloads them from the pinned URL when you ask and never bundles or "
+    "re-uploads them"
+)
+_OFFICIAL_NOTICE = (
+    "the MemNet authors publish these weights without a license (research use); restorekit fetches them from "
+    "their pinned upstream URL for you and does not redistribute them"
+)
+_OWN_LICENSE = "MIT (restorekit's own weights, once trained)"
+
+
+def _official(prefix: str) -> UrlSource:
+    params, symbol = _OFFICIAL[prefix]
+    graph = UrlSource(url=f"{_ZOO}{prefix}-symbol.json", format="mxnet", git_blob_sha1=symbol)
+    return UrlSource(url=f"{_ZOO}{prefix}-0000.params", format="mxnet", git_blob_sha1=params, companions=(graph,))
+
+
+# Reported figures (the paper's; architectures.md §2). SR: Y channel, shave = scale, M6R6.
 _REPORTED_SR = {
     2: (("Set5", 37.78, 0.9597), ("Set14", 33.28, 0.9142), ("B100", 32.08, 0.8978), ("Urban100", 31.31, 0.9195)),
     3: (("Set5", 34.09, 0.9248), ("Set14", 30.00, 0.8350), ("B100", 28.96, 0.8001), ("Urban100", 27.56, 0.8376)),
     4: (("Set5", 31.74, 0.8893), ("Set14", 28.26, 0.7723), ("B100", 27.40, 0.7281), ("Urban100", 25.50, 0.7630)),
 }
+# Grey JPEG q10 PSNR on the Y/grey image (second-hand, the paperswithcode table; no SSIM or q20 figure was found in a
+# source that could be checked, nor denoising or M10R10 figures: those records carry none).
+_REPORTED_JPEG = {10: (("Classic5", 29.69), ("LIVE1", 29.45))}
 
 
-def _record(tag: str, task: str, description: str, *, scale: int = 1, default: bool = False) -> WeightRecord:
-    metrics = tuple(
-        m
-        for ds, psnr, ssim in (_REPORTED_SR[scale] if task == "sr" else ())
-        for m in (
-            Metric(ds, "psnr", psnr, "y_shave_scale", "reported"),
-            Metric(ds, "ssim", ssim, "y_shave_scale", "reported"),
+def _reported(task: str, scale: int, quality: int | None) -> tuple[Metric, ...]:
+    if task == "sr":
+        return tuple(
+            m
+            for ds, psnr, ssim in _REPORTED_SR.get(scale, ())
+            for m in (
+                Metric(ds, "psnr", psnr, "y_shave_scale", "reported"),
+                Metric(ds, "ssim", ssim, "y_shave_scale", "reported"),
+            )
         )
-    )
+    if task == "jpeg" and quality is not None:
+        return tuple(Metric(ds, "psnr", v, "y_full", "reported") for ds, v in _REPORTED_JPEG.get(quality, ()))
+    return ()
+
+
+def _record(
+    tag: str,
+    task: str,
+    description: str,
+    *,
+    scale: int = 1,
+    quality: int | None = None,
+    blocks: int = 6,
+    source: str | None = None,
+    default: bool = False,
+    notes: str = "",
+) -> WeightRecord:
+    official = source is not None
     return WeightRecord(
         arch="memnet",
         tag=tag,
         task=task,
         description=description,
-        config=_M6R6,
+        config=_OFFICIAL_CONFIG[blocks] if official else _M6R6,
         scale=scale,
         in_channels=1,
         out_channels=1,
         size_multiple=1,
         dtypes=("float32",),
-        params=_PARAMS,
-        # One SR network for x2/x3/x4: the three records share its file.
-        hub=HubSource(repo_id="restorekit/memnet", filename=f"memnet_{'sr' if task == 'sr' else tag}.safetensors"),
-        license="MIT (restorekit's own weights, once trained)",
-        origin="restorekit retraining (training issues); the network mirrors tyshiwo/MemNet's Caffe deploy net",
+        params=_PARAMS[blocks],
+        # The authors' weights are never re-uploaded: only restorekit's own would go to the hub.
+        hub=None if official else HubSource(repo_id="restorekit/memnet", filename=f"memnet_{tag}.safetensors"),
+        upstream=_official(source) if source is not None else None,
+        license=_OFFICIAL_LICENSE if official else _OWN_LICENSE,
+        license_notice=_OFFICIAL_NOTICE if official else "",
+        origin=(
+            f"the MemNet authors' Caffe model {source} (tyshiwo/MemNet), as converted to MXNet in "
+            "WolframRhodium/Super-Resolution-Zoo; converted to safetensors on first use"
+            if official
+            else "restorekit retraining (not yet run); the network mirrors tyshiwo/MemNet's Caffe deploy net"
+        ),
         paper=_PAPER,
-        metrics=metrics,
+        metrics=_reported(task, scale, quality),
         default=default,
-        notes=_NOT_YET.format(name=f"memnet.{tag}")
-        + (" One network serves x2, x3 and x4 (trained on mixed scales, as the authors did)." if task == "sr" else ""),
+        notes=notes,
         pre_upsample=task == "sr",
+        grey_on_color="rgb" if task == "denoise" else "y",
     )
 
 
+_GD_NOTE = "The authors' one grey Gaussian denoiser for sigma 30, 50 and 70: the three records share its file."
+_SR_NOTE = "The authors' one network for x2, x3 and x4 (trained on mixed scales): the three records share its file."
+_JD_NOTE = "The authors' one grey JPEG deblocker for quality 10 and 20: the two records share its file."
 register_weights(
-    *(_record(f"denoise_s{s}", "denoise", f"MemNet M6R6 grey Gaussian denoising, sigma {s}") for s in (30, 50, 70)),
-    _record("denoise_blind", "denoise", "MemNet M6R6 grey Gaussian denoising, one model for any sigma", default=True),
     *(
-        _record(f"sr_x{s}", "sr", f"MemNet M6R6 x{s} super-resolution on the bicubic-upsampled Y", scale=s)
+        _record(
+            f"denoise_s{s}",
+            "denoise",
+            f"MemNet M6R6 grey Gaussian denoising, sigma {s}: the authors' model",
+            source="MemNet_M6R6_80C64_GD",
+            default=s == 50,  # the middle of the range the one network was trained for
+            notes=_GD_NOTE,
+        )
+        for s in (30, 50, 70)
+    ),
+    _record(
+        "denoise_blind",
+        "denoise",
+        "MemNet M6R6 grey Gaussian denoising, one model for any sigma (restorekit's own, not trained yet)",
+        notes="weights not published yet: restorekit's own blind denoiser comes from a training run. Meanwhile use "
+        "memnet.denoise_s30/_s50/_s70 (the authors' model), pretrained=False, or weights= a file of your own.",
+    ),
+    *(
+        _record(
+            f"sr_x{s}",
+            "sr",
+            f"MemNet M6R6 x{s} super-resolution on the bicubic-upsampled Y: the authors' model",
+            scale=s,
+            source="MemNet_M6R6_80C64_SR",
+            notes=_SR_NOTE,
+        )
         for s in (2, 3, 4)
     ),
-    *(_record(f"jpeg_q{q}", "jpeg", f"MemNet M6R6 JPEG deblocking (Y), quality {q}") for q in (10, 20)),
+    *(
+        _record(
+            f"sr_m10r10_x{s}",
+            "sr",
+            f"MemNet M10R10 (212 layers) x{s} super-resolution on the bicubic-upsampled Y: the authors' model",
+            scale=s,
+            blocks=10,
+            source="MemNet_M10R10_212C64_SR",
+            notes=_SR_NOTE.replace("network", "M10R10 network"),
+        )
+        for s in (2, 3, 4)
+    ),
+    *(
+        _record(
+            f"jpeg_q{q}",
+            "jpeg",
+            f"MemNet M6R6 JPEG deblocking (Y), quality {q}: the authors' model",
+            quality=q,
+            source="MemNet_M6R6_80C64_JD",
+            notes=_JD_NOTE,
+        )
+        for q in (10, 20)
+    ),
 )

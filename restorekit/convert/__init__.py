@@ -1,8 +1,9 @@
 """Readers for the authors' checkpoint formats, each turning a file into a flat ``{key: tensor}`` mapping.
 
 A reader only decodes its container (a pickle of tensors, a Caffe ``NetParameter``, a Paddle
-``.pdparams`` pickle of numpy arrays); mapping the authors' key names onto restorekit's modules is
-the architecture's ``filter_checkpoint`` (in ``restorekit/archs/``), which sees the reader's keys.
+``.pdparams`` pickle of numpy arrays, an MXNet NDArray list with the graph saved beside it); mapping
+the authors' key names onto restorekit's modules is the architecture's ``filter_checkpoint`` (in
+``restorekit/archs/``), which sees the reader's keys.
 
 Formats are a table, not a chain of ``if``: ``name -> (module, function, file suffixes)``. The
 module is imported only when a file of that format is read.
@@ -27,6 +28,7 @@ FORMATS: dict[str, tuple[str | None, str | None, tuple[str, ...]]] = {
     "safetensors": (None, None, (".safetensors",)),
     "caffe": ("caffe", "read_caffemodel", (".caffemodel",)),
     "paddle": ("paddle", "read_pdparams", (".pdparams",)),
+    "mxnet": ("mxnet", "read_params", (".params",)),
 }
 
 
@@ -44,7 +46,7 @@ def detect_format(path: str | os.PathLike[str], format: str = "auto") -> str:
 
 
 def read_foreign(path: str | os.PathLike[str], format: str) -> Mapping[str, Any]:
-    """Read a caffe/paddle/... file into ``{key: tensor}`` with the format's reader."""
+    """Read a caffe/paddle/mxnet/... file into ``{key: tensor}`` with the format's reader."""
     module, func, _ = FORMATS[format]
     if module is None or func is None:
         raise ValueError(f"format {format!r} is read by restorekit.weights.read_checkpoint")
