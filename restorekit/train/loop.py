@@ -30,15 +30,12 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..errors import InputError, RestorekitError
+from ..errors import InputError
 from . import CHECKPOINT_FORMAT
+from .checkpoint import TrainingError, atomic_save, load_checkpoint
 from .config import TrainConfig, parse_duration
 
 __all__ = ["Trainer", "fit", "lr_factor", "SCHEDULES", "OPTIMIZERS", "load_checkpoint"]
-
-
-class TrainingError(RestorekitError):
-    """A checkpoint that does not match the run, or a run that cannot continue."""
 
 
 # ------------------------------------------------------------------------------------------------ tables
@@ -133,46 +130,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def load_checkpoint(
-    path: str | os.PathLike[str],
-    map_location: str | torch.device = "cpu",
-    *,
-    error: type[RestorekitError] | None = None,
-) -> dict[str, Any]:
-    """Read a ``restorekit-train/1`` checkpoint (``weights_only``: no code runs); ``error`` is raised on failure."""
-    import pickle
-
-    error = error or TrainingError
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise error(
-            f"{path}: refused for safety: it needs more than tensors and plain containers to unpickle "
-            f"({' '.join(str(exc).split())[:200]}); restorekit-train checkpoints never do, so this is not one"
-        ) from exc
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise error(f"{path}: not a readable checkpoint, truncated or corrupt ({exc})") from exc
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        what = f"format {ckpt.get('format')!r}" if isinstance(ckpt, dict) else f"a {type(ckpt).__name__}"
-        raise error(
-            f"{path} is not a restorekit-train checkpoint ({what}, expected format {CHECKPOINT_FORMAT!r}); "
-            "to publish an authors' checkpoint use `restorekit convert` instead"
-        )
-    return ckpt
-
-
-def _atomic_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def _distributed() -> tuple[int, int, int]:
     """(rank, world size, local rank), initialising the process group when launched by torchrun."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -215,8 +172,10 @@ class TimeBudget:
 
     The first step of each invocation is not timed (allocations, kernel choice, a native build); after it, the
     rate over a recent window (5 % of the budget, at least 30 s: a machine that gets busier or quieter moves the
-    plan within minutes) gives the plan ``step + (time left - reserve) * rate``. The reserve keeps room for the
-    final checkpoint and the export: three times the slowest save seen, at least one second.
+    plan within minutes) gives the plan ``step + (time left - reserve) * rate``. The reserve keeps room for what
+    comes after the last step: the final checkpoint, the export (which writes the weights again) and the exit,
+    estimated as four times the slowest save seen plus half a second (at least one second), plus the slowest
+    recent step, since a step begun just in time may run late on a busy machine.
     """
 
     def __init__(self, seconds: float, started: float, *, spent: float = 0.0) -> None:
@@ -224,7 +183,8 @@ class TimeBudget:
         self.started = float(started)
         self.spent_before = float(spent)
         self.deadline = self.started + self.seconds - self.spent_before
-        self.reserve = 1.0
+        self._after = 1.0  # seconds kept for the last save, the export and the exit
+        self._slowest_step = 0.0
         self.window = max(30.0, 0.05 * self.seconds)
         self._samples: collections.deque[tuple[int, float]] = collections.deque()
         self.planned: int | None = None
@@ -232,17 +192,24 @@ class TimeBudget:
     def spent(self, now: float) -> float:
         return self.spent_before + (now - self.started)
 
+    @property
+    def reserve(self) -> float:
+        return self._after + self._slowest_step
+
     def over(self, now: float) -> bool:
         return now >= self.deadline - self.reserve
 
     def saved(self, seconds: float) -> None:
-        self.reserve = max(self.reserve, 3.0 * seconds)
+        self._after = max(self._after, 4.0 * seconds + 0.5)
 
     def plan(self, step: int, now: float) -> tuple[int | None, bool]:
         """(planned total steps or None while unmeasured, whether the time is up) after ``step`` steps."""
         self._samples.append((step, now))
         while len(self._samples) > 2 and now - self._samples[1][1] >= self.window:
             self._samples.popleft()  # keep the newest sample at least `window` old
+        if len(self._samples) > 1:
+            pairs = zip(list(self._samples)[:-1], list(self._samples)[1:])
+            self._slowest_step = max((t1 - t0) / max(1, n1 - n0) for (n0, t0), (n1, t1) in pairs)
         n0, t0 = self._samples[0]
         if step > n0 and now > t0:
             rate = (step - n0) / (now - t0)
@@ -484,8 +451,8 @@ class Trainer:
         state = self.state()
         folder = self.out / "checkpoints"
         path = folder / f"step_{self.step:08d}.pt"
-        _atomic_save(state, path)
-        _atomic_save(state, folder / "last.pt")
+        atomic_save(state, path)
+        atomic_save(state, folder / "last.pt")
         return path
 
     def load(self, path: str | os.PathLike[str]) -> None:

@@ -116,7 +116,7 @@ def _checkpoint_path(run: Path, checkpoint: str | int | os.PathLike[str]) -> Pat
 
 
 def _load_checkpoint(path: Path) -> dict[str, Any]:
-    from .loop import load_checkpoint
+    from .checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(path, error=ExportError)
     missing = [k for k in _REQUIRED if k not in ckpt]
