@@ -33,6 +33,19 @@ def _tile(value: str) -> int | str | None:
     return n or None
 
 
+def _value_range(value: str) -> tuple[float, float]:
+    lo, sep, hi = value.partition(":")
+    try:
+        if not sep:
+            raise ValueError
+        pair = (float(lo), float(hi))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"give the range as LO:HI, e.g. 0:255 or -1:1, not {value!r}") from None
+    if not pair[0] < pair[1]:
+        raise argparse.ArgumentTypeError(f"LO must be below HI, got {value!r}")
+    return pair
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="restorekit", description="Pretrained image restoration on any image size.")
     p.add_argument("--version", action="version", version=f"restorekit {__version__}")
@@ -59,6 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.add_argument("--lam", type=float, help="l0smooth only: the L0 weight lambda (default 0.02)")
+    r.add_argument(
+        "--input-range",
+        type=_value_range,
+        metavar="LO:HI",
+        help="float images (e.g. float TIFF) whose values are not in 0..1: their range, e.g. 0:255 or -1:1",
+    )
 
     ls = sub.add_parser("list", help="list registered models")
     ls.add_argument("--task")
@@ -154,6 +173,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             progress=not args.no_progress,
             masks=args.mask,
+            input_range=args.input_range,
         )
         for src, reason in report.failed:
             print(f"restorekit: failed: {src}: {reason}", file=sys.stderr)

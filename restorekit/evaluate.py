@@ -435,7 +435,9 @@ def _model(
     from .image import Planar
 
     def run(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        planar = Planar(color=x[0].float(), alpha=None, bit_depth=32)
+        # The benchmarks' noise is not clipped; the network sees it clamped to [0, 1], as an image file holds
+        # it (the Restorer refuses floats outside [0, 1] rather than clamping them without a word).
+        planar = Planar(color=x[0].float().clamp(0, 1), alpha=None, bit_depth=32)
         return restorer.restore_planar(planar, mask=mask).color[None]
 
     condition = None

@@ -822,7 +822,9 @@ def load_model(
     ``weights=PATH`` loads a local file instead of the published weights (ours or a foreign checkpoint);
     ``pretrained=False`` leaves the network randomly initialised; ``allow_unpinned`` as in :func:`resolve`.
     """
-    device = torch.device(device)
+    from .devices import pick_device
+
+    device = pick_device(device)
     if isinstance(name, os.PathLike) or str(name).lower().endswith(".safetensors"):
         if weights is not None:
             raise ValueError("pass a weights file either as the model name or as weights=, not both")
