@@ -16,6 +16,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from ._version import __version__
 
@@ -105,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FORMAT",
         help="the file's format: auto (from its suffix), torch, safetensors, caffe, paddle",
     )
+    cv.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
 
     ev = sub.add_parser("eval", help="measure PSNR/SSIM of a model or a baseline on a benchmark folder")
     ev.add_argument("model", help="arch.tag, an architecture name, or a baseline: bicubic, identity, nearest")
@@ -125,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--csv", metavar="PATH", help="write the per-image results as CSV")
     ev.add_argument("--target", metavar="FILTER", help="score against a filter of the clean images, e.g. l0smooth:0.02")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ev.add_argument("--overwrite", action="store_true", help="replace the --json/--csv files if they exist")
     return p
 
 
@@ -135,6 +138,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _dispatch(args)
     except RestorekitError as err:
+        print(f"restorekit: error: {err}", file=sys.stderr)
+        return 1
+    except (OSError, ValueError) as err:  # the library's argument checks, and the file system's own complaints
         print(f"restorekit: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -207,7 +213,15 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         if not (args.model or args.arch):
             raise SystemExit("restorekit convert: give --model NAME or --arch ARCH")
-        path = convert(args.src, args.dst, model=args.model, arch=args.arch, config=args.config, format=args.format)
+        path = convert(
+            args.src,
+            args.dst,
+            model=args.model,
+            arch=args.arch,
+            config=args.config,
+            format=args.format,
+            overwrite=args.overwrite,
+        )
         print(path)
         return 0
     if args.command == "eval":
@@ -228,9 +242,16 @@ def _dispatch(args: argparse.Namespace) -> int:
             target=args.target,
         )
         print(result.table())
-        for path in (args.json and result.write_json(args.json), args.csv and result.write_csv(args.csv)):
-            if path:
-                print(f"wrote {path}")
+        from .errors import OutputExistsError
+
+        wanted = [p for p in (args.json, args.csv) if p]
+        for p in wanted:  # before printing anything: either every requested file is written, or none is touched
+            if not args.overwrite and Path(p).exists():
+                raise OutputExistsError(f"{p} already exists; pass --overwrite to replace it")
+        if args.json:
+            print(f"wrote {result.write_json(args.json, overwrite=args.overwrite)}")
+        if args.csv:
+            print(f"wrote {result.write_csv(args.csv, overwrite=args.overwrite)}")
         return 0
     raise AssertionError(args.command)  # argparse enforces the choices
 

@@ -114,21 +114,30 @@ class EvalResult:
             "images": [asdict(r) for r in self.images],
         }
 
-    def write_json(self, path: str | os.PathLike) -> Path:
+    def write_json(self, path: str | os.PathLike, *, overwrite: bool = True) -> Path:
+        """The result as JSON, written atomically; ``overwrite=False`` refuses to replace an existing file."""
+        from .image import atomic_write
+
         p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        data = (json.dumps(self.to_dict(), indent=2) + "\n").encode()
+        atomic_write(p, lambda f: f.write(data), overwrite=overwrite)
         return p
 
-    def write_csv(self, path: str | os.PathLike) -> Path:
-        """One row per image and a last ``mean`` row; the convention is in the column names."""
+    def write_csv(self, path: str | os.PathLike, *, overwrite: bool = True) -> Path:
+        """One row per image and a last ``mean`` row; the convention is in the column names. Written atomically;
+        ``overwrite=False`` refuses to replace an existing file."""
+        import io
+
+        from .image import atomic_write
+
+        buf = io.StringIO(newline="")
+        w = csv.writer(buf)
+        w.writerow(["image", f"psnr_{self.convention.name}", f"ssim_{self.convention.name}"])
+        w.writerows([r.name, f"{r.psnr:.4f}", f"{r.ssim:.6f}"] for r in self.images)
+        w.writerow(["mean", f"{self.psnr:.4f}", f"{self.ssim:.6f}"])
+        data = buf.getvalue().encode()
         p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        with open(p, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["image", f"psnr_{self.convention.name}", f"ssim_{self.convention.name}"])
-            w.writerows([r.name, f"{r.psnr:.4f}", f"{r.ssim:.6f}"] for r in self.images)
-            w.writerow(["mean", f"{self.psnr:.4f}", f"{self.ssim:.6f}"])
+        atomic_write(p, lambda f: f.write(data), overwrite=overwrite)
         return p
 
     def as_metrics(self, dataset: str) -> tuple[Metric, Metric]:

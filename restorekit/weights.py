@@ -158,19 +158,28 @@ def _forget(path: Path) -> None:
 # --------------------------------------------------------------------------------------------------- file format
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def _atomic_write(path: Path, data: bytes, *, overwrite: bool = True) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same folder, then a rename (never half a file);
+    without ``overwrite`` an existing file is left alone (OutputExistsError)."""
+    from .image import atomic_write
+
+    atomic_write(path, lambda f: f.write(data), overwrite=overwrite)
+
+
+def _weights_file(path: Path, what: str, error: type[WeightsError] = WeightsError) -> None:
+    """Refuse, with the reason, a path that is not a regular file (missing, a folder, a pipe or device)."""
+    import stat
+
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        st = path.stat()
+    except FileNotFoundError:
+        raise error(f"{what} {path} does not exist; check the path") from None
+    except OSError as exc:
+        raise error(f"{what} {path} cannot be read ({exc})") from exc
+    if stat.S_ISDIR(st.st_mode):
+        raise error(f"{what} {path} is a folder, not a file; pass the weight file inside it (e.g. a .safetensors)")
+    if not stat.S_ISREG(st.st_mode):
+        raise error(f"{what} {path} is not a regular file (a named pipe, device or socket); pass a weight file")
 
 
 def _header_json(arch: str, config: Mapping[str, Any], name: str | None) -> str:
@@ -189,8 +198,11 @@ def save_weights(
     arch: str,
     config: Mapping[str, Any],
     name: str | None = None,
+    overwrite: bool = True,
 ) -> str:
-    """Write ``state_dict`` as a restorekit safetensors file (atomically) and return its sha256."""
+    """Write ``state_dict`` as a restorekit safetensors file (atomically) and return its sha256.
+
+    ``overwrite=False`` refuses to replace an existing file (:class:`~restorekit.errors.OutputExistsError`)."""
     from safetensors.torch import save
 
     tensors: dict[str, torch.Tensor] = {}
@@ -201,7 +213,7 @@ def save_weights(
         # (tied weights), and a copy is what makes the bytes independent of how the tensors were made.
         tensors[key] = value.detach().to("cpu").clone().contiguous()
     data = save(tensors, metadata={HEADER_KEY: _header_json(arch, config, name)})
-    _atomic_write(Path(path), data)
+    _atomic_write(Path(path), data, overwrite=overwrite)
     return hashlib.sha256(data).hexdigest()
 
 
@@ -246,8 +258,7 @@ def read_weights(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor],
     from safetensors.torch import load_file
 
     path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"weights file {path} does not exist")
+    _weights_file(path, "weights file")
     try:
         header = _parse_header(path, _safetensors_metadata(path))
         state_dict = load_file(str(path), device="cpu")
@@ -267,14 +278,46 @@ def _looks_like_safetensors(path: Path) -> bool:
     return len(head) == 9 and head[8:9] == b"{"
 
 
+def _not_a_checkpoint(path: Path) -> str | None:
+    """Why ``path`` cannot be a PyTorch checkpoint, judged by its first bytes; None when it could be one."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if not head:
+        return "is empty (0 bytes)"
+    # torch.save writes a zip archive; older torch and pickle.dump write a pickle, which starts with the PROTO
+    # opcode (protocols 2-5) or, for protocol 1, with an empty dict or list. torch's weights-only reader takes
+    # nothing else, so anything else is not a checkpoint, whatever its suffix.
+    if head[:4] == b"PK\x03\x04" or (head[0] == 0x80 and 2 <= head[1] <= 5) or head[:1] in (b"}", b"]"):
+        return None
+    return f"does not start like any checkpoint (its first bytes are {head.hex()})"
+
+
 def _torch_load(path: Path) -> Any:
     import pickle
 
+    why = _not_a_checkpoint(path)
+    if why is not None:
+        from .convert import FORMATS
+
+        raise ConversionError(
+            f"{path} {why}: it is not a checkpoint in any format restorekit reads (a PyTorch .pt/.pth, "
+            f"safetensors, {', '.join(f for f in FORMATS if f not in ('torch', 'safetensors'))}); it may be damaged "
+            "or another kind of file. Check the path, or re-download the file."
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        match = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n\n|$)", str(exc), re.S)
-        detail = " ".join(match.group(1).split()) if match else " ".join(str(exc).split())[:300]
+        text = str(exc)
+        match = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n\n|$)", text, re.S)
+        detail = " ".join(match.group(1).split()) if match else " ".join(text.split())[:300]
+        asked = re.search(r"(?:unsupported|Unsupported global:) GLOBAL [\w.]+", text)
+        if asked is not None and asked.group(0) not in detail:
+            detail = asked.group(0)
+        if asked is None:  # no class or function was asked for: the pickle itself is malformed
+            raise ConversionError(
+                f"{path}: not a readable PyTorch checkpoint: its pickle is damaged or truncated ({detail}); "
+                "re-download or re-save it"
+            ) from exc
         raise ConversionError(
             f"{path}: refused for safety. restorekit reads pickled checkpoints only with "
             f"torch.load(weights_only=True), and this file needs more than tensors and plain containers "
@@ -309,8 +352,7 @@ def read_checkpoint(
     from .convert import detect_format, read_foreign
 
     path = Path(path)
-    if not path.is_file():
-        raise ConversionError(f"checkpoint {path} does not exist")
+    _weights_file(path, "checkpoint", ConversionError)
     suffix = path.suffix.lower()
     fmt = detect_format(path, format)
     if fmt not in ("torch", "safetensors"):
@@ -761,8 +803,7 @@ def _read_user_weights(
     path: Path, record: WeightRecord, spec: ArchSpec
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
     """A local file passed as ``weights=``: ``(state_dict, header)``, header None for a foreign checkpoint."""
-    if not path.is_file():
-        raise WeightsError(f"weights file {path} does not exist")
+    _weights_file(path, "weights file")
     if path.suffix.lower() == ".safetensors" or _looks_like_safetensors(path):
         try:
             metadata = _safetensors_metadata(path)
@@ -829,8 +870,7 @@ def load_model(
         if weights is not None:
             raise ValueError("pass a weights file either as the model name or as weights=, not both")
         path = Path(name)
-        if not path.is_file():
-            raise WeightsError(f"weights file {path} does not exist")
+        _weights_file(path, "weights file")
         return _load_file_model(path, device)
     if weights is not None and not pretrained:
         raise ValueError("weights= and pretrained=False contradict each other; pass one of them")
@@ -864,13 +904,18 @@ def convert(
     arch: str | None = None,
     config: Mapping[str, Any] | None = None,
     format: str = "auto",
+    overwrite: bool = False,
 ) -> Path:
     """Convert a local authors' checkpoint to a restorekit safetensors file; returns the written path.
 
     With ``model=`` the architecture and config come from that record (``config`` overrides keys);
     otherwise pass ``arch=`` and, if it differs from the defaults, ``config=``. ``format`` names the
-    file's format (``auto``: from its suffix; see :data:`restorekit.convert.FORMATS`).
+    file's format (``auto``: from its suffix; see :data:`restorekit.convert.FORMATS`). ``dst`` is a
+    ``.safetensors`` path or an existing folder; an existing file is replaced only with ``overwrite=True``,
+    and the file is written atomically (a failure leaves no half-written file).
     """
+    from .errors import InputError, OutputExistsError
+
     name: str | None = None
     if model is not None:
         record = registry.get_record(model)
@@ -882,13 +927,22 @@ def convert(
         cfg = dict(config or {})
     else:
         raise ValueError("pass model='arch.tag' or arch='name' to say what the checkpoint is")
+    out = Path(dst)
+    if out.is_dir():
+        out = out / f"{name or arch}.safetensors"
+    # Checked before any work: the output is restorekit's own format, and nothing is replaced unasked.
+    if out.suffix.lower() != ".safetensors":
+        raise InputError(
+            f"{out}: converted weights are safetensors; name the output with a .safetensors suffix (or give a folder)"
+        )
+    if out.exists() and Path(src).exists() and out.resolve() == Path(src).resolve():
+        raise InputError(f"{out} is the checkpoint being converted; choose another output path")
+    if out.exists() and not overwrite:
+        raise OutputExistsError(f"{out} already exists; pass overwrite=True (--overwrite) to replace it")
     spec = registry.get_arch(arch)
     full = {**spec.default_config, **cfg}
     state_dict = read_checkpoint(src, spec, full, format=format)
     # Fail now, not at the first load: the converted weights must fit the network exactly.
     _load_state(build_model(arch, full), state_dict, str(src), error=ConversionError)
-    out = Path(dst)
-    if out.is_dir():
-        out = out / f"{name or arch}.safetensors"
-    save_weights(out, state_dict, arch=arch, config=full, name=name)
+    save_weights(out, state_dict, arch=arch, config=full, name=name, overwrite=overwrite)
     return out

@@ -257,7 +257,7 @@ def test_memnet_caffemodel_through_cli_convert_and_restorer(tmp_path, capsys):
     assert torch.allclose(r.run(x), ref, atol=1e-5)
     # A corrupt file fails with the reader's message through the CLI.
     src.write_bytes(src.read_bytes()[:-3])
-    assert main(argv) == 1
+    assert main([*argv, "--overwrite"]) == 1
     assert "not a readable Caffe model" in capsys.readouterr().err
 
 

@@ -13,6 +13,10 @@ depends on the weights:
 from __future__ import annotations
 
 import dataclasses
+import io
+import os
+import pickle
+import zipfile
 
 import numpy as np
 import pytest
@@ -29,8 +33,9 @@ from restorekit.errors import (
 )
 from restorekit.registry import get_arch, get_record, list_archs
 from restorekit.restorer import Restorer
+from restorekit.weights import save_weights
 
-from .conftest import tiny_record
+from .conftest import finishes, tiny_record
 
 # ------------------------------------------------------------------ names, tasks, scales, tiles, devices, dtypes
 
@@ -121,6 +126,105 @@ def test_bad_masks_are_refused(inpainter, mask, words):
 def test_a_mask_for_a_model_without_one_is_refused(tiny_sr):
     with pytest.raises(InputError, match="takes no mask; mask= is for inpainting"):
         tiny_sr.run(np.zeros((4, 4, 3), np.uint8), mask=np.ones((4, 4), np.uint8))
+
+
+# ------------------------------------------------------------------ weight files of every wrong kind
+
+
+def _tiny_state(arch: str = "spatial_rnn") -> tuple[dict, dict]:
+    spec = get_arch(arch)
+    config = {**spec.default_config, **spec.tiny_config}
+    torch.manual_seed(0)
+    return spec.build(**config).state_dict(), config
+
+
+def _zip_bytes() -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("readme.txt", "a zip, not a checkpoint")
+    return buf.getvalue()
+
+
+def _safetensors_without_header(path):
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(2)}, str(path))
+
+
+@pytest.mark.parametrize(
+    "name, make, error, words",
+    [
+        ("random.pth", lambda p: p.write_bytes(os.urandom(4096)), ConversionError, "not a checkpoint in any format"),
+        ("random.bin", lambda p: p.write_bytes(b"\x13\x37" * 99), ConversionError, "not a checkpoint in any format"),
+        ("empty.pth", lambda p: p.write_bytes(b""), ConversionError, "is empty (0 bytes)"),
+        ("notes.pt", lambda p: p.write_text("config = 1\n"), ConversionError, "does not start like any checkpoint"),
+        ("archive.pth", lambda p: p.write_bytes(_zip_bytes()), ConversionError, "not a readable PyTorch checkpoint"),
+        ("random.safetensors", lambda p: p.write_bytes(os.urandom(512)), WeightsError, "not a readable safetensors"),
+        ("cut.safetensors", "cut", WeightsError, "not a readable safetensors"),
+        ("cut.pth", "cut_torch", ConversionError, "not a readable PyTorch checkpoint"),
+        ("bare.safetensors", _safetensors_without_header, WeightsError, "do not fit the SpatialRNN network: missing"),
+        ("other_arch.safetensors", "msrn", WeightsError, "holds weights for architecture 'msrn'"),
+        ("a_list.pth", lambda p: torch.save([torch.zeros(1)], p), ConversionError, "holds a list, not a state dict"),
+        ("wrong_keys.pth", lambda p: torch.save({"x": torch.zeros(1)}, p), WeightsError, "missing keys"),
+        ("folder", lambda p: p.mkdir(), WeightsError, "is a folder, not a file"),
+        ("pipe.pth", lambda p: os.mkfifo(p), WeightsError, "is not a regular file (a named pipe"),
+        ("absent.pth", lambda p: None, WeightsError, "does not exist"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
+def test_weight_files_of_every_wrong_kind(tmp_path, name, make, error, words):
+    path = tmp_path / name
+    if make == "cut":
+        state, config = _tiny_state()
+        save_weights(path, state, arch="spatial_rnn", config=config)
+        path.write_bytes(path.read_bytes()[:-100])
+    elif make == "cut_torch":
+        torch.save(_tiny_state()[0], path)
+        path.write_bytes(path.read_bytes()[:-200])
+    elif make == "msrn":
+        state, config = _tiny_state("msrn")
+        save_weights(path, state, arch="msrn", config=config)
+    else:
+        make(path)
+    with pytest.raises(error) as info:
+        finishes(lambda: Restorer("spatial_rnn.denoise", weights=path, device="cpu"), seconds=10)
+    message = str(info.value)
+    assert words in message and str(path) in message, message
+    assert "refused for safety" not in message, "only a pickle that asks for code is refused for safety"
+
+
+class _Payload:
+    """Unpickling it opens (so creates) the file named by ``marker``: harmless, and visible afterwards."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.parametrize("container", ["zip", "legacy"])
+def test_a_malicious_pickle_is_refused_and_its_payload_never_runs(tmp_path, container):
+    marker = tmp_path / "payload_ran"
+    path = tmp_path / "model.pth"
+    if container == "zip":  # what torch.save writes: a state dict with one poisoned entry
+        torch.save({"conv0.weight": torch.zeros(3), "extra": _Payload(str(marker))}, path)
+    else:  # a bare pickle, as older training scripts wrote with pickle.dump
+        path.write_bytes(pickle.dumps({"extra": _Payload(str(marker))}, protocol=2))
+    # The control: an unsafe loader (torch.load(weights_only=False), plain pickle) runs the payload.
+    if container == "zip":
+        torch.load(path, weights_only=False)["extra"].close()
+    else:
+        pickle.loads(path.read_bytes())["extra"].close()
+    assert marker.exists(), "the control must show the payload is live"
+    marker.unlink()
+    for call in (
+        lambda: Restorer("spatial_rnn.denoise", weights=path, device="cpu"),
+        lambda: load_model("spatial_rnn.denoise", weights=path),
+    ):
+        with pytest.raises(ConversionError, match=r"refused for safety.*GLOBAL io\.open"):
+            call()
+    assert not marker.exists(), "restorekit never ran the payload"
 
 
 # ------------------------------------------------------------------ many inputs into one folder
