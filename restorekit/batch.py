@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import InputError, RestorekitError
-from .image import IMAGE_EXTENSIONS
+from .image import IMAGE_EXTENSIONS, output_clashes
 
 __all__ = ["BatchReport", "expand_inputs", "find_mask", "run_batch"]
 
@@ -37,24 +37,43 @@ def _is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS
 
 
-def expand_inputs(specs: Sequence[str | os.PathLike]) -> tuple[list[tuple[Path, Path]], list[tuple[str, str]]]:
+def _inside(path: Path, folder: Path | None) -> bool:
+    return folder is not None and (path == folder or folder in path.parents)
+
+
+def expand_inputs(
+    specs: Sequence[str | os.PathLike], exclude: str | os.PathLike | None = None
+) -> tuple[list[tuple[Path, Path]], list[tuple[str, str]]]:
     """Files, folders (searched recursively for images) and globs -> [(input, output path relative to -o)].
 
+    Anything inside the folder ``exclude`` (the output folder) is left out of folders and globs: when the output
+    folder lies inside an input folder, restorekit's own results must not become its next run's inputs.
     Returns the pairs in a stable order and the specs that matched nothing, with the reason.
     """
     pairs: list[tuple[Path, Path]] = []
     missing: list[tuple[str, str]] = []
+    skip = Path(exclude).resolve() if exclude is not None else None
     for spec in specs:
         path = Path(spec)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and _is_image(p) and not p.name.startswith("."))
+            found = sorted(
+                p
+                for p in path.rglob("*")
+                if p.is_file() and _is_image(p) and not p.name.startswith(".") and not _inside(p.resolve(), skip)
+            )
             if not found:
                 missing.append((str(spec), f"folder has no images ({', '.join(IMAGE_EXTENSIONS)})"))
             pairs += [(p, p.relative_to(path)) for p in found]
         elif path.is_file():
             pairs.append((path, Path(path.name)))
+        elif path.exists():  # a named pipe, a device, a socket: never opened (a pipe would block the run)
+            missing.append((str(spec), "not a regular file (a named pipe, device or socket); pass image files"))
         elif glob.has_magic(str(spec)):
-            found = sorted(Path(p) for p in glob.glob(str(spec), recursive=True) if Path(p).is_file())
+            found = sorted(
+                Path(p)
+                for p in glob.glob(str(spec), recursive=True)
+                if Path(p).is_file() and not _inside(Path(p).resolve(), skip)
+            )
             if not found:
                 missing.append((str(spec), "pattern matched no file"))
             pairs += [(p, Path(p.name)) for p in found]
@@ -113,6 +132,7 @@ def run_batch(
     overwrite: bool = False,
     progress: bool = True,
     masks: str | os.PathLike | None = None,
+    input_range: tuple[float, float] | None = None,
 ) -> BatchReport:
     """Restore every input into ``out_dir``; never overwrite an input; report instead of stopping on a bad file.
 
@@ -120,28 +140,35 @@ def run_batch(
     where each input's mask has the input's relative output name (``sub/a.jpg`` -> ``masks/sub/a.jpg``) or the
     same stem with ``.png`` (``masks/sub/a.png``). An input without a mask is reported failed; a model that
     takes no mask given ``masks``, or a mask model given none, is an :class:`InputError` before any work.
+    ``input_range`` (float images not in [0, 1]) is passed on to :meth:`Restorer.run`.
+
+    The output folder may lie inside an input folder: what is in it is never read as input. It may not be an
+    input folder itself (every result would replace its input).
     """
     from tqdm.auto import tqdm
 
     out = Path(out_dir)
     report = BatchReport()
-    pairs, missing = expand_inputs(specs)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"-o {out} is a file; the output must be a folder (it is created if missing)")
+    for spec in specs:
+        if Path(spec).is_dir() and Path(spec).resolve() == out.resolve():
+            raise InputError(
+                f"-o {out} is the input folder {spec} itself: every result would replace its input. Choose another "
+                f"output folder (a subfolder such as {Path(spec) / 'restored'} is fine: it is never read as input)"
+            )
+    pairs, missing = expand_inputs(specs, exclude=out)
     mask_path = Path(masks) if masks is not None else None
     _check_masks(restorer, mask_path, len(pairs))
     report.failed += missing
-    inputs = {p.resolve() for p, _ in pairs}
-    seen: dict[Path, Path] = {}
+    # One check with Restorer.run(list, output=DIR): inputs are never overwritten, no two inputs share an output.
+    clashes = output_clashes([(str(src), out / rel) for src, rel in pairs], [p for p, _ in pairs])
     bar = tqdm(pairs, desc=restorer.record.name, unit="img", disable=not progress, file=sys.stderr)
-    for src, rel in bar:
+    for i, (src, rel) in enumerate(bar):
         target = out / rel
-        resolved = target.resolve()
-        if resolved in inputs:
-            report.failed.append((str(src), f"output {target} would overwrite an input; choose another -o"))
+        if i in clashes:
+            report.failed.append((str(src), clashes[i]))
             continue
-        if resolved in seen:
-            report.failed.append((str(src), f"output {target} is also the output of {seen[resolved]}; rename one"))
-            continue
-        seen[resolved] = src
         mask = None
         if mask_path is not None:
             mask = mask_path if mask_path.is_file() else find_mask(mask_path, rel)
@@ -157,11 +184,11 @@ def run_batch(
             continue
         for tmp in _stale_temporaries(target):
             tmp.unlink(missing_ok=True)
+        options = {} if mask is None else {"mask": mask}
+        if input_range is not None:
+            options["input_range"] = input_range
         try:
-            if mask is None:
-                restorer.run(src, target, overwrite=True)
-            else:
-                restorer.run(src, target, overwrite=True, mask=mask)
+            restorer.run(src, target, overwrite=True, **options)
         except (RestorekitError, OSError, ValueError) as err:
             report.failed.append((str(src), str(err)))  # the caller reports these; the library prints nothing
             bar.set_postfix(failed=len(report.failed))

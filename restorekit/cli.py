@@ -16,6 +16,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from ._version import __version__
 
@@ -31,6 +32,19 @@ def _tile(value: str) -> int | str | None:
     if n < 0:
         raise argparse.ArgumentTypeError("tile must not be negative")
     return n or None
+
+
+def _value_range(value: str) -> tuple[float, float]:
+    lo, sep, hi = value.partition(":")
+    try:
+        if not sep:
+            raise ValueError
+        pair = (float(lo), float(hi))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"give the range as LO:HI, e.g. 0:255 or -1:1, not {value!r}") from None
+    if not pair[0] < pair[1]:
+        raise argparse.ArgumentTypeError(f"LO must be below HI, got {value!r}")
+    return pair
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.add_argument("--lam", type=float, help="l0smooth only: the L0 weight lambda (default 0.02)")
+    r.add_argument(
+        "--input-range",
+        type=_value_range,
+        metavar="LO:HI",
+        help="float images (e.g. float TIFF) whose values are not in 0..1: their range, e.g. 0:255 or -1:1",
+    )
 
     ls = sub.add_parser("list", help="list registered models")
     ls.add_argument("--task")
@@ -86,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FORMAT",
         help="the file's format: auto (from its suffix), torch, safetensors, caffe, paddle, mxnet",
     )
+    cv.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
 
     ev = sub.add_parser("eval", help="measure PSNR/SSIM of a model or a baseline on a benchmark folder")
     ev.add_argument("model", help="arch.tag, an architecture name, or a baseline: bicubic, identity, nearest")
@@ -106,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--csv", metavar="PATH", help="write the per-image results as CSV")
     ev.add_argument("--target", metavar="FILTER", help="score against a filter of the clean images, e.g. l0smooth:0.02")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ev.add_argument("--overwrite", action="store_true", help="replace the --json/--csv files if they exist")
     return p
 
 
@@ -116,6 +138,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _dispatch(args)
     except RestorekitError as err:
+        print(f"restorekit: error: {err}", file=sys.stderr)
+        return 1
+    except (OSError, ValueError) as err:  # the library's argument checks, and the file system's own complaints
         print(f"restorekit: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -154,6 +179,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             progress=not args.no_progress,
             masks=args.mask,
+            input_range=args.input_range,
         )
         for src, reason in report.failed:
             print(f"restorekit: failed: {src}: {reason}", file=sys.stderr)
@@ -191,7 +217,15 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         if not (args.model or args.arch):
             raise SystemExit("restorekit convert: give --model NAME or --arch ARCH")
-        path = convert(args.src, args.dst, model=args.model, arch=args.arch, config=args.config, format=args.format)
+        path = convert(
+            args.src,
+            args.dst,
+            model=args.model,
+            arch=args.arch,
+            config=args.config,
+            format=args.format,
+            overwrite=args.overwrite,
+        )
         print(path)
         return 0
     if args.command == "eval":
@@ -212,9 +246,16 @@ def _dispatch(args: argparse.Namespace) -> int:
             target=args.target,
         )
         print(result.table())
-        for path in (args.json and result.write_json(args.json), args.csv and result.write_csv(args.csv)):
-            if path:
-                print(f"wrote {path}")
+        from .errors import OutputExistsError
+
+        wanted = [p for p in (args.json, args.csv) if p]
+        for p in wanted:  # before printing anything: either every requested file is written, or none is touched
+            if not args.overwrite and Path(p).exists():
+                raise OutputExistsError(f"{p} already exists; pass --overwrite to replace it")
+        if args.json:
+            print(f"wrote {result.write_json(args.json, overwrite=args.overwrite)}")
+        if args.csv:
+            print(f"wrote {result.write_csv(args.csv, overwrite=args.overwrite)}")
         return 0
     raise AssertionError(args.command)  # argparse enforces the choices
 

@@ -38,5 +38,13 @@ class InputError(RestorekitError, ValueError):
     """An input image or array that restorekit cannot use."""
 
 
+class DeviceError(RestorekitError, ValueError):
+    """A device that is not present on this machine, or cannot hold data (the meta device)."""
+
+
+class OutputError(RestorekitError, OSError):
+    """An output could not be written: a full disk, a read-only folder, missing permissions."""
+
+
 class OutputExistsError(RestorekitError, FileExistsError):
     """Refusing to overwrite an existing file (pass ``overwrite=True`` / ``--overwrite``)."""

@@ -114,21 +114,30 @@ class EvalResult:
             "images": [asdict(r) for r in self.images],
         }
 
-    def write_json(self, path: str | os.PathLike) -> Path:
+    def write_json(self, path: str | os.PathLike, *, overwrite: bool = True) -> Path:
+        """The result as JSON, written atomically; ``overwrite=False`` refuses to replace an existing file."""
+        from .image import atomic_write
+
         p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        data = (json.dumps(self.to_dict(), indent=2) + "\n").encode()
+        atomic_write(p, lambda f: f.write(data), overwrite=overwrite)
         return p
 
-    def write_csv(self, path: str | os.PathLike) -> Path:
-        """One row per image and a last ``mean`` row; the convention is in the column names."""
+    def write_csv(self, path: str | os.PathLike, *, overwrite: bool = True) -> Path:
+        """One row per image and a last ``mean`` row; the convention is in the column names. Written atomically;
+        ``overwrite=False`` refuses to replace an existing file."""
+        import io
+
+        from .image import atomic_write
+
+        buf = io.StringIO(newline="")
+        w = csv.writer(buf)
+        w.writerow(["image", f"psnr_{self.convention.name}", f"ssim_{self.convention.name}"])
+        w.writerows([r.name, f"{r.psnr:.4f}", f"{r.ssim:.6f}"] for r in self.images)
+        w.writerow(["mean", f"{self.psnr:.4f}", f"{self.ssim:.6f}"])
+        data = buf.getvalue().encode()
         p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        with open(p, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["image", f"psnr_{self.convention.name}", f"ssim_{self.convention.name}"])
-            w.writerows([r.name, f"{r.psnr:.4f}", f"{r.ssim:.6f}"] for r in self.images)
-            w.writerow(["mean", f"{self.psnr:.4f}", f"{self.ssim:.6f}"])
+        atomic_write(p, lambda f: f.write(data), overwrite=overwrite)
         return p
 
     def as_metrics(self, dataset: str) -> tuple[Metric, Metric]:
@@ -435,7 +444,9 @@ def _model(
     from .image import Planar
 
     def run(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        planar = Planar(color=x[0].float(), alpha=None, bit_depth=32)
+        # The benchmarks' noise is not clipped; the network sees it clamped to [0, 1], as an image file holds
+        # it (the Restorer refuses floats outside [0, 1] rather than clamping them without a word).
+        planar = Planar(color=x[0].float().clamp(0, 1), alpha=None, bit_depth=32)
         return restorer.restore_planar(planar, mask=mask).color[None]
 
     condition = None

@@ -117,15 +117,30 @@ class L0Smooth:
         y = l0_smooth(x.to(self.device), self.lam, kappa=self.kappa, beta_max=self.beta_max)
         return y.clamp(0, 1).to(x.device)
 
-    def run(self, x: Any, output: str | os.PathLike | None = None, *, overwrite: bool = True) -> Any:
-        """Smooth an image file (written to ``output`` when given) or a tensor."""
+    def run(
+        self,
+        x: Any,
+        output: str | os.PathLike | None = None,
+        *,
+        overwrite: bool = True,
+        input_range: tuple[float, float] | None = None,
+    ) -> Any:
+        """Smooth an image file (written to ``output`` when given) or a tensor. ``input_range``: the range of a
+        float file's values when it is not [0, 1] (as :meth:`Restorer.run`)."""
         from .restorer import restore_file
 
         if isinstance(x, torch.Tensor):
             return self(x)
         if not isinstance(x, (str, os.PathLike)):
             raise InputError(f"L0Smooth.run takes a path or a tensor, not {type(x).__name__}")
-        return restore_file(x, output, lambda p: dataclasses.replace(p, color=self(p.color)), overwrite)
+        from .restorer import check_unit_range
+
+        def smooth(p: Any) -> Any:
+            # A float TIFF in 0..255 would be smoothed as if it were mostly white: refused, as the Restorer does.
+            rng = input_range if p.bit_depth == 32 else None
+            return dataclasses.replace(p, color=self(check_unit_range(p.color, str(x), rng)))
+
+        return restore_file(x, output, smooth, overwrite)
 
 
 # Filters that can stand in for a reference image (``restorekit eval --target l0smooth:0.02``) or run on

@@ -21,7 +21,9 @@ format can hold them (PNG always, TIFF for grey without alpha) and 8 bits elsewh
 from __future__ import annotations
 
 import functools
+import io
 import os
+import stat
 import struct
 import tempfile
 import warnings
@@ -35,7 +37,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .errors import InputError, OutputExistsError
+from .errors import InputError, OutputError, OutputExistsError
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -49,6 +51,7 @@ __all__ = [
     "rgb_to_ycbcr",
     "ycbcr_to_rgb",
     "rgb_to_grey",
+    "output_clashes",
 ]
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -200,7 +203,13 @@ def pil_to_planar(img: Image.Image) -> Planar:
     mode = img.mode
     if mode.startswith("I;16") or mode == "I":
         arr = np.asarray(img)
-        grey = np.clip(arr, 0, 65535).astype(np.uint16) if mode == "I" else arr.astype(np.uint16)
+        if mode == "I" and arr.size and (int(arr.min()) < 0 or int(arr.max()) > 65535):
+            # Clipping would silently flatten everything beyond 16 bits; the caller has to choose a scaling.
+            raise InputError(
+                f"32-bit integer image (mode 'I') with values {int(arr.min())}..{int(arr.max())}, beyond 16 bits "
+                "(0..65535); rescale it to 0..65535 or to float in [0, 1] first"
+            )
+        grey = arr.astype(np.uint16)
         key = img.info.get("transparency")
         if isinstance(key, int):
             # 16-bit grey with a tRNS colour key: pixels equal to the key are fully transparent.
@@ -262,15 +271,6 @@ class _Png16:
     pixels: np.ndarray  # uint16 (H, W, C), native byte order
     exif: bytes | None  # body of the eXIf chunk
     has_text: bool  # text chunks may hold EXIF/XMP orientation that only Pillow parses
-
-
-def _png_header(path: Path) -> tuple[int, int] | None:
-    """(bit depth, colour type) from a PNG's IHDR, or None when the file does not start like a PNG."""
-    with open(path, "rb") as f:
-        head = f.read(29)
-    if len(head) < 29 or head[:8] != _PNG_SIGNATURE or head[12:16] != b"IHDR":
-        return None
-    return head[24], head[25]
 
 
 def _pass_sizes(width: int, height: int, interlace: bool) -> Iterable[tuple[int, int, int, int, int, int]]:
@@ -509,8 +509,8 @@ def _apply_orientation(image: Planar, orientation: int) -> Planar:
     return Planar(_orient(image.color, orientation), alpha, image.bit_depth, image.layout)
 
 
-def _read_png16(path: Path) -> Planar:
-    png = _decode_png16(path.read_bytes(), str(path))
+def _read_png16(data: bytes, path: Path) -> Planar:
+    png = _decode_png16(data, str(path))
     orientation = 1
     if png.exif is not None:
         exif = Image.Exif()
@@ -522,7 +522,7 @@ def _read_png16(path: Path) -> Planar:
     elif png.has_text:
         # Orientation may hide in a "Raw profile type exif" or XMP text chunk, which Pillow knows how to read.
         try:
-            with Image.open(path) as img:
+            with Image.open(io.BytesIO(data)) as img:
                 orientation = _orientation(img)
         except Exception:
             orientation = 1
@@ -530,34 +530,86 @@ def _read_png16(path: Path) -> Planar:
     return _apply_orientation(image, orientation if 1 <= orientation <= 8 else 1)
 
 
+def _file_kind(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISFIFO, "a named pipe (FIFO)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def read_bytes(path: str | os.PathLike, what: str = "image") -> bytes:
+    """The bytes of a regular file, read once. Named pipes, devices and sockets are refused without being opened:
+    opening a pipe blocks until something writes to it, and reading a device may never end."""
+    p = Path(path)
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        raise InputError(f"{p}: file not found; check the path (relative paths start at {os.getcwd()})") from None
+    except OSError as e:
+        raise InputError(f"{p}: could not be read ({e}); check the path and its permissions") from e
+    if stat.S_ISDIR(st.st_mode):
+        raise InputError(f"{p} is a directory, not an {what} file; pass an {what} file")
+    if not stat.S_ISREG(st.st_mode):
+        raise InputError(
+            f"{p} is {_file_kind(st.st_mode)}, not a regular file; restorekit reads {what}s from files: save the "
+            f"{what} to a file first"
+        )
+    try:
+        with open(p, "rb") as f:
+            return f.read()
+    except PermissionError as e:
+        raise InputError(f"{p}: could not be read ({e}); check the file's permissions") from e
+    except OSError as e:
+        raise InputError(f"{p}: could not be read ({e}); check that the file is readable") from e
+
+
 def read_image(path: str | os.PathLike) -> Planar:
     """Decode an image file completely and return it upright (EXIF orientation applied).
 
-    The format is recognised from the content, not the suffix. Raises InputError for a missing,
-    unreadable, truncated or corrupt file.
+    The format is recognised from the content, not the suffix. The file is opened once and must be a regular
+    file. Raises InputError for a missing, unreadable, truncated, corrupt or animated (multi-frame) file.
     """
     p = Path(path)
-    if not p.exists():
-        raise InputError(f"{p}: file not found; check the path (relative paths start at {os.getcwd()})")
-    if p.is_dir():
-        raise InputError(f"{p} is a directory, not an image file; pass an image file")
+    data = read_bytes(p)
+    if not data:
+        raise InputError(f"{p}: the file is empty (0 bytes), so it holds no image; re-export or re-download it")
+    head = data[:29]
+    if (
+        len(head) == 29
+        and head[:8] == _PNG_SIGNATURE
+        and head[12:16] == b"IHDR"
+        and head[24:26]
+        in (
+            b"\x10\x02",
+            b"\x10\x04",
+            b"\x10\x06",
+        )
+    ):  # 16-bit colour or grey+alpha: Pillow would truncate it to 8 bits
+        return _read_png16(data, p)
     try:
-        header = _png_header(p)
-    except OSError as e:
-        raise InputError(f"{p}: could not be read ({e}); check that the file is readable") from e
-    if header is not None and header[0] == 16 and header[1] in (2, 4, 6):
-        return _read_png16(p)
-    try:
-        with Image.open(p) as img:
+        with Image.open(io.BytesIO(data)) as img:
+            frames = int(getattr(img, "n_frames", 1) or 1)
+            # An MPO (a camera JPEG with extra pictures) is a photo first: its first frame is the photo itself.
+            if frames > 1 and img.format != "MPO":
+                raise InputError(
+                    f"{p}: a {img.format} file with {frames} frames (an animation or a multi-page file); restorekit "
+                    "restores single images and would keep only the first frame. Extract the frames (e.g. with "
+                    "PIL.ImageSequence) and restore each, or pass the one frame you want as a PIL image"
+                )
             img.load()  # Pillow decodes lazily; a truncated file must fail here, not later
             orientation = _orientation(img)
             image = pil_to_planar(img)
-    except InputError:
-        raise
+    except InputError as e:
+        if str(e).startswith(str(p)):
+            raise
+        raise InputError(f"{p}: {e}") from e
     except Image.DecompressionBombError as e:
         raise InputError(f"{p}: {e}; raise PIL.Image.MAX_IMAGE_PIXELS if you trust this file") from e
-    except PermissionError as e:
-        raise InputError(f"{p}: could not be read ({e}); check the file's permissions") from e
     except MemoryError:
         raise
     except Exception as e:  # Pillow signals corrupt data with many exception types
@@ -638,33 +690,88 @@ def write_image(path: str | os.PathLike, image: Planar, *, overwrite: bool = Tru
         raise InputError(f"{target} is a directory; pass a file path ending in one of {', '.join(IMAGE_EXTENSIONS)}")
     if not overwrite and target.exists():
         raise _exists_error(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
     try:
         mode = target.stat().st_mode & 0o7777  # replacing a file keeps its permissions
     except OSError:
         mode = _new_file_mode()
-    fd, tmp_name = tempfile.mkstemp(prefix="." + target.name + ".", suffix=".tmp" + suffix, dir=target.parent)
-    tmp = Path(tmp_name)
+
+    def write(f: BinaryIO) -> None:
+        _save(f, image, fmt, int(quality), str(target))
+
+    atomic_write(target, write, overwrite=overwrite, mode=mode)
+    return target
+
+
+def atomic_write(target: Path, write, *, overwrite: bool, mode: int | None = None) -> None:
+    """Create ``target`` through a temporary file beside it (``.<name>.<random>.tmp<suffix>``), flushed to disk and
+    then renamed: whatever happens, the target is either untouched or complete. ``write(f)`` fills the open file.
+
+    Without ``overwrite`` an existing target is never replaced, even one that appears while writing. A full disk,
+    a read-only folder or missing permissions raise :class:`~restorekit.errors.OutputError` naming the target."""
+    tmp: Path | None = None
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        prefix, suffix = "." + target.name + ".", ".tmp" + target.suffix
+        fd, tmp_name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=target.parent)
+        tmp = Path(tmp_name)
         with os.fdopen(fd, "wb") as f:
-            _save(f, image, fmt, int(quality), str(target))
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         try:
-            os.chmod(tmp, mode)
+            os.chmod(tmp, _new_file_mode() if mode is None else mode)
         except OSError:
             pass  # permissions are cosmetic; the data is what matters
         if overwrite:
             os.replace(tmp, target)
         else:
             _place_new(tmp, target)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except FileNotFoundError:
-            pass
+        tmp = None
+    except OutputExistsError:
         raise
-    return target
+    except OSError as e:
+        raise OutputError(_write_failure(target, e)) from e
+    finally:
+        if tmp is not None:
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+
+
+def _write_failure(target: Path, err: OSError) -> str:
+    import errno
+
+    advice = {
+        errno.ENOSPC: "the disk is full: free some space or write elsewhere",
+        errno.EDQUOT: "the disk quota is used up: free some space or write elsewhere",
+        errno.EFBIG: "the file is larger than this system or its limits allow: write elsewhere",
+        errno.EROFS: "the file system is read-only: choose an output folder on a writable disk",
+        errno.EACCES: "permission denied: choose a folder you can write to, or fix its permissions",
+        errno.EPERM: "permission denied: choose a folder you can write to, or fix its permissions",
+    }.get(err.errno, "check the folder exists, is writable and has free space")
+    return f"could not write {target} ({err.strerror or err}); {advice}. Nothing was written there"
+
+
+def output_clashes(
+    plan: Iterable[tuple[str, str | os.PathLike]], inputs: Iterable[str | os.PathLike] = ()
+) -> dict[int, str]:
+    """Which planned writes would lose data. ``plan`` lists ``(source, target)``; the result maps the position of
+    each bad entry to the reason: its target is an input's own file, or an earlier source already writes there
+    (only the last would survive). One check for every runner that writes many outputs (the API and
+    ``restorekit run``)."""
+    protected = {Path(p).resolve() for p in inputs}
+    first: dict[Path, str] = {}
+    clashes: dict[int, str] = {}
+    for i, (source, target) in enumerate(plan):
+        resolved = Path(target).resolve()
+        if resolved in protected:
+            clashes[i] = f"output {target} would overwrite an input; choose another output folder"
+        elif resolved in first:
+            clashes[i] = f"output {target} is also the output of {first[resolved]}; rename one"
+        else:
+            first[resolved] = source
+    return clashes
 
 
 def _exists_error(target: Path) -> OutputExistsError:

@@ -13,7 +13,6 @@ in ``cache_dir()/converted``). Environment variables are read at call time, neve
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import logging
 import os
@@ -30,7 +29,7 @@ import torch
 from tqdm import tqdm as _tqdm
 
 from . import registry
-from .errors import ChecksumError, ConversionError, WeightsError, WeightsNotAvailableError
+from .errors import ChecksumError, ConversionError, OutputError, WeightsError, WeightsNotAvailableError
 from .registry import ArchSpec, HubSource, UrlSource, WeightRecord
 
 __all__ = [
@@ -159,19 +158,28 @@ def _forget(path: Path) -> None:
 # --------------------------------------------------------------------------------------------------- file format
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def _atomic_write(path: Path, data: bytes, *, overwrite: bool = True) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same folder, then a rename (never half a file);
+    without ``overwrite`` an existing file is left alone (OutputExistsError)."""
+    from .image import atomic_write
+
+    atomic_write(path, lambda f: f.write(data), overwrite=overwrite)
+
+
+def _weights_file(path: Path, what: str, error: type[WeightsError] = WeightsError) -> None:
+    """Refuse, with the reason, a path that is not a regular file (missing, a folder, a pipe or device)."""
+    import stat
+
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        st = path.stat()
+    except FileNotFoundError:
+        raise error(f"{what} {path} does not exist; check the path") from None
+    except OSError as exc:
+        raise error(f"{what} {path} cannot be read ({exc})") from exc
+    if stat.S_ISDIR(st.st_mode):
+        raise error(f"{what} {path} is a folder, not a file; pass the weight file inside it (e.g. a .safetensors)")
+    if not stat.S_ISREG(st.st_mode):
+        raise error(f"{what} {path} is not a regular file (a named pipe, device or socket); pass a weight file")
 
 
 def _header_json(arch: str, config: Mapping[str, Any], name: str | None) -> str:
@@ -190,8 +198,11 @@ def save_weights(
     arch: str,
     config: Mapping[str, Any],
     name: str | None = None,
+    overwrite: bool = True,
 ) -> str:
-    """Write ``state_dict`` as a restorekit safetensors file (atomically) and return its sha256."""
+    """Write ``state_dict`` as a restorekit safetensors file (atomically) and return its sha256.
+
+    ``overwrite=False`` refuses to replace an existing file (:class:`~restorekit.errors.OutputExistsError`)."""
     from safetensors.torch import save
 
     tensors: dict[str, torch.Tensor] = {}
@@ -202,7 +213,7 @@ def save_weights(
         # (tied weights), and a copy is what makes the bytes independent of how the tensors were made.
         tensors[key] = value.detach().to("cpu").clone().contiguous()
     data = save(tensors, metadata={HEADER_KEY: _header_json(arch, config, name)})
-    _atomic_write(Path(path), data)
+    _atomic_write(Path(path), data, overwrite=overwrite)
     return hashlib.sha256(data).hexdigest()
 
 
@@ -247,8 +258,7 @@ def read_weights(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor],
     from safetensors.torch import load_file
 
     path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"weights file {path} does not exist")
+    _weights_file(path, "weights file")
     try:
         header = _parse_header(path, _safetensors_metadata(path))
         state_dict = load_file(str(path), device="cpu")
@@ -268,14 +278,46 @@ def _looks_like_safetensors(path: Path) -> bool:
     return len(head) == 9 and head[8:9] == b"{"
 
 
+def _not_a_checkpoint(path: Path) -> str | None:
+    """Why ``path`` cannot be a PyTorch checkpoint, judged by its first bytes; None when it could be one."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if not head:
+        return "is empty (0 bytes)"
+    # torch.save writes a zip archive; older torch and pickle.dump write a pickle, which starts with the PROTO
+    # opcode (protocols 2-5) or, for protocol 1, with an empty dict or list. torch's weights-only reader takes
+    # nothing else, so anything else is not a checkpoint, whatever its suffix.
+    if head[:4] == b"PK\x03\x04" or (head[0] == 0x80 and 2 <= head[1] <= 5) or head[:1] in (b"}", b"]"):
+        return None
+    return f"does not start like any checkpoint (its first bytes are {head.hex()})"
+
+
 def _torch_load(path: Path) -> Any:
     import pickle
 
+    why = _not_a_checkpoint(path)
+    if why is not None:
+        from .convert import FORMATS
+
+        raise ConversionError(
+            f"{path} {why}: it is not a checkpoint in any format restorekit reads (a PyTorch .pt/.pth, "
+            f"safetensors, {', '.join(f for f in FORMATS if f not in ('torch', 'safetensors'))}); it may be damaged "
+            "or another kind of file. Check the path, or re-download the file."
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        match = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n\n|$)", str(exc), re.S)
-        detail = " ".join(match.group(1).split()) if match else " ".join(str(exc).split())[:300]
+        text = str(exc)
+        match = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n\n|$)", text, re.S)
+        detail = " ".join(match.group(1).split()) if match else " ".join(text.split())[:300]
+        asked = re.search(r"(?:unsupported|Unsupported global:) GLOBAL [\w.]+", text)
+        if asked is not None and asked.group(0) not in detail:
+            detail = asked.group(0)
+        if asked is None:  # no class or function was asked for: the pickle itself is malformed
+            raise ConversionError(
+                f"{path}: not a readable PyTorch checkpoint: its pickle is damaged or truncated ({detail}); "
+                "re-download or re-save it"
+            ) from exc
         raise ConversionError(
             f"{path}: refused for safety. restorekit reads pickled checkpoints only with "
             f"torch.load(weights_only=True), and this file needs more than tensors and plain containers "
@@ -310,8 +352,7 @@ def read_checkpoint(
     from .convert import detect_format, read_foreign
 
     path = Path(path)
-    if not path.is_file():
-        raise ConversionError(f"checkpoint {path} does not exist")
+    _weights_file(path, "checkpoint", ConversionError)
     suffix = path.suffix.lower()
     fmt = detect_format(path, format)
     if fmt not in ("torch", "safetensors"):
@@ -401,14 +442,6 @@ def _cache_locations(record: WeightRecord) -> list[str]:
     return out
 
 
-class _SilentTqdm(_tqdm):
-    """A progress bar that never shows (handed to huggingface_hub for ``progress=False``)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs["disable"] = True
-        super().__init__(*args, **kwargs)
-
-
 def _hf_cached(hub: HubSource) -> Path | None:
     """The snapshot entry of ``hub`` in the Hugging Face cache, or None; never touches the network."""
     from huggingface_hub import try_to_load_from_cache
@@ -421,32 +454,73 @@ def _hf_cached(hub: HubSource) -> Path | None:
 
 
 def _hf_download(hub: HubSource, *, progress: bool) -> Path:
-    from huggingface_hub import hf_hub_download
+    """Download ``hub`` into the Hugging Face cache (``models--org--name/blobs/<sha256>`` and the snapshot entry
+    ``snapshots/<commit>/<filename>`` pointing at it, the layout huggingface_hub reads) and return the entry.
 
-    from ._version import __version__
+    restorekit fetches the file itself rather than through ``hf_hub_download`` so that every wait is bounded and
+    retried by one policy (:func:`_download`): the hub client retries a silent server for minutes. The revision
+    is a pinned commit and the digest is known, so one GET of the ``resolve`` URL is all it takes; the bytes
+    enter the cache only once they match the record's size and sha256."""
+    from urllib.parse import quote
 
-    # huggingface_hub reads HF_ENDPOINT / HF_HUB_CACHE only when it is imported: pass them explicitly.
-    kwargs: dict[str, Any] = {
-        "revision": hub.revision,
-        "cache_dir": hf_cache_dir(),
-        "endpoint": _hf_endpoint(),
-        "library_name": "restorekit",
-        "library_version": __version__,
-    }
-    if progress:
-        return Path(hf_hub_download(hub.repo_id, hub.filename, **kwargs))
-    if "tqdm_class" in inspect.signature(hf_hub_download).parameters:
-        return Path(hf_hub_download(hub.repo_id, hub.filename, tqdm_class=_SilentTqdm, **kwargs))
-    # Older huggingface_hub: no tqdm_class; switch its bars off globally for this call only.
-    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+    from huggingface_hub import constants
 
-    was_disabled = are_progress_bars_disabled()
-    disable_progress_bars()
+    assert hub.revision is not None and hub.sha256 is not None
+    endpoint = _hf_endpoint() or constants.ENDPOINT.rstrip("/")
+    url = f"{endpoint}/{hub.repo_id}/resolve/{hub.revision}/{quote(hub.filename)}"
+    headers = {"User-Agent": _user_agent(), "Accept-Encoding": "identity"}
+    token = _hf_token()
+    if token:  # requests drops it on a redirect to another host (the hub's file CDN)
+        headers["Authorization"] = f"Bearer {token}"
+    storage = _hub_repo_cache(hub)
+    blobs = storage / "blobs"
+    blobs.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=blobs, prefix=f".{hub.sha256[:16]}.", suffix=".incomplete")
+    os.close(fd)
+    tmp = Path(name)
     try:
-        return Path(hf_hub_download(hub.repo_id, hub.filename, **kwargs))
+        _download(url, tmp, label=f"hub {_hub_label(hub)}", desc=hub.filename, progress=progress, headers=headers)
+        size = os.path.getsize(tmp)
+        actual = f"{size} bytes" if hub.size is not None and size != hub.size else None
+        if actual is None:
+            digest = sha256_file(tmp)
+            actual = None if digest == hub.sha256 else f"sha256 {digest}"
+        if actual is not None:
+            expected = f"{hub.size} bytes" if actual.endswith("bytes") else f"sha256 {hub.sha256}"
+            raise ChecksumError(
+                f"{hub.repo_id}/{hub.filename} (revision {hub.revision}) downloaded from {endpoint} does not match "
+                f"the digest pinned for it: expected {expected}, got {actual}. The download was deleted; nothing "
+                "entered the cache. Retry later; if it persists, report it (the file or a mirror is wrong)."
+            )
+        blob = blobs / hub.sha256
+        os.replace(tmp, blob)
     finally:
-        if not was_disabled:
-            enable_progress_bars()
+        tmp.unlink(missing_ok=True)
+    pointer = storage / "snapshots" / hub.revision / hub.filename
+    pointer.parent.mkdir(parents=True, exist_ok=True)
+    link = pointer.with_name(f".{pointer.name}.{os.getpid()}.link")
+    try:
+        os.symlink(os.path.relpath(blob, pointer.parent), link)
+        os.replace(link, pointer)
+    except (
+        OSError
+    ):  # no symlinks here (some Windows setups): the snapshot holds the file itself, as the hub client does
+        link.unlink(missing_ok=True)
+        os.replace(blob, pointer)
+    with _MEMO_LOCK:
+        _SHA256_MEMO[_memo_key(pointer)] = hub.sha256  # verified just now: no second pass over the bytes
+    return pointer
+
+
+def _hf_token() -> str | None:
+    try:
+        from huggingface_hub import get_token
+    except ImportError:  # pragma: no cover - very old huggingface_hub
+        return _env("HF_TOKEN")
+    try:
+        return get_token()
+    except Exception:  # an unreadable token file must not stop a public download
+        return _env("HF_TOKEN")
 
 
 def _purge_hub_copy(pointer: Path) -> None:
@@ -515,18 +589,14 @@ def _resolve_hub_download(record: WeightRecord, hub: HubSource, attempts: list[s
     logger.info("%s: downloading %s from %s", record.name, label, endpoint)
     try:
         path = _hf_download(hub, progress=progress)
-    except Exception as exc:  # 5xx, 404, connection refused, truncated body...: record it, try the next source
+    except ChecksumError as exc:  # the server answered, with the wrong bytes: final, never retried or masked
+        raise ChecksumError(f"{record.name}: {exc}") from None
+    except OutputError:  # the cache disk is full or read-only: another source would fail the same way
+        raise
+    except Exception as exc:  # 404, 5xx after retries, a stall, a cut body...: record it, try the next source
         logger.info("%s: hub download failed: %s", record.name, _reason(exc))
         attempts.append(f"hub {label} ({endpoint}): {_reason(exc)}")
         return None
-    problem = _hub_digest_problem(path, hub)
-    if problem is not None:
-        _purge_hub_copy(path)
-        raise ChecksumError(
-            f"{hub.repo_id}/{hub.filename} (revision {hub.revision}) downloaded from {endpoint} does not match "
-            f"the digest pinned for {record.name}: expected {problem[0]}, got {problem[1]}. The download was "
-            "deleted from the cache. Retry later; if it persists, report it (the file or a mirror is wrong)."
-        )
     logger.info("%s: downloaded and verified %s", record.name, path)
     return path
 
@@ -567,31 +637,224 @@ def _download_suffix(up: UrlSource) -> str:
 
 
 def _fetch_url(up: UrlSource, dest: Path, progress: bool, desc: str) -> None:
-    """Stream ``up.url`` into ``dest``; raise on HTTP errors or a body shorter than its Content-Length."""
-    import requests
+    """Stream ``up.url`` into ``dest`` with bounded waits and retries (:func:`_download`); raise when it fails."""
+    # identity: a compressed body would make Content-Length useless for spotting truncation.
+    headers = {"Accept-Encoding": "identity", "User-Agent": _user_agent()}
+    _download(up.url, dest, label=f"upstream {up.url}", desc=desc, progress=progress, headers=headers)
 
+
+# --------------------------------------------------------------------------------------------------- downloads
+#
+# One policy for every download (the hub and upstream URLs). Each wait is bounded: connecting and every read
+# give up after RESTOREKIT_TIMEOUT seconds of silence, and a whole download, retries included, after
+# RESTOREKIT_DEADLINE seconds (checked between reads, so a server that trickles bytes cannot hold it forever).
+# Transient failures (HTTP 408/429/5xx, a dropped or reset connection, a timeout, a body cut short) are retried
+# RESTOREKIT_RETRIES times, waiting RESTOREKIT_RETRY_WAIT seconds and doubling, each retry logged; a cut body
+# resumes with a Range request. Nothing is retried after the bytes arrived: a digest mismatch is final.
+
+_TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+_READ_SIZE = 1 << 16
+_DEFAULTS = {
+    "RESTOREKIT_TIMEOUT": 30.0,
+    "RESTOREKIT_DEADLINE": 1800.0,
+    "RESTOREKIT_RETRIES": 3,
+    "RESTOREKIT_RETRY_WAIT": 1.0,
+}
+
+
+def _setting(name: str) -> float:
+    raw = _env(name)
+    default = _DEFAULTS[name]
+    if raw is None:
+        return float(default)
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    minimum = 0.0 if name in ("RESTOREKIT_RETRIES", "RESTOREKIT_RETRY_WAIT") else 1e-3
+    if not (value >= minimum) or value == float("inf"):
+        raise WeightsError(
+            f"{name}={raw!r} is not a usable number of seconds (or retries); unset it or use e.g. {default}"
+        )
+    return value
+
+
+def _user_agent() -> str:
     from ._version import __version__
 
-    # identity: a compressed body would make Content-Length useless for spotting truncation.
-    headers = {"Accept-Encoding": "identity", "User-Agent": f"restorekit/{__version__}"}
-    with requests.get(up.url, stream=True, timeout=(10, 60), headers=headers) as response:
-        response.raise_for_status()
+    return f"restorekit/{__version__}"
+
+
+class _Transient(Exception):
+    """A failure worth another attempt (the bytes received so far are kept and resumed from)."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def _http_status_text(response: Any) -> str:
+    what = f"HTTP {response.status_code} {response.reason or ''}".strip()
+    # The hub says which entry or revision is missing in headers; keep it in the message.
+    extra = [response.headers.get(k) for k in ("X-Error-Code", "X-Error-Message")]
+    return what + "".join(f" ({e})" for e in extra if e)
+
+
+def _network_text(exc: BaseException, timeout: float) -> str:
+    import requests
+
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return f"could not connect within {timeout:g} s"
+    if isinstance(exc, (requests.exceptions.ReadTimeout, TimeoutError)) or "timed out" in str(exc).lower():
+        return f"no data for {timeout:g} s (the server stalled)"
+    text = " ".join(str(exc).split())
+    if "reset by peer" in text.lower() or "connectionreseterror" in text.lower():
+        return "the server reset the connection before answering"
+    return f"{type(exc).__name__}: {text[:200]}"
+
+
+def _is_transient_network(exc: BaseException) -> bool:
+    import requests
+
+    if isinstance(exc, (requests.exceptions.Timeout, TimeoutError)):
+        return True
+    text = str(exc).lower()
+    # No network at all (no route, no name) or nothing listening: retrying only delays the fallback.
+    if any(
+        k in text
+        for k in (
+            "name or service not known",
+            "nodename nor servname",
+            "name resolution",
+            "connection refused",
+            "network is unreachable",
+            "no route to host",
+        )
+    ):
+        return False
+    return isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError, OSError))
+
+
+def _download(url: str, dest: Path, *, label: str, desc: str, progress: bool, headers: dict[str, str]) -> None:
+    """Fetch ``url`` into ``dest`` under the policy above; raise WeightsError naming ``url`` when it fails."""
+    import time
+
+    timeout = _setting("RESTOREKIT_TIMEOUT")
+    deadline_s = _setting("RESTOREKIT_DEADLINE")
+    retries = int(_setting("RESTOREKIT_RETRIES"))
+    wait = _setting("RESTOREKIT_RETRY_WAIT")
+    deadline = time.monotonic() + deadline_s
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            _download_once(url, dest, desc=desc, progress=progress, headers=headers, timeout=timeout, deadline=deadline)
+            if attempt > 1:
+                logger.info("%s: downloaded on attempt %d", label, attempt)
+            return
+        except _Transient as exc:
+            why, retry_after = str(exc), exc.retry_after
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise WeightsError(
+                f"GET {url}: gave up after {deadline_s:g} s (RESTOREKIT_DEADLINE), {attempt} attempt(s); last: {why}"
+            )
+        if attempt > retries:
+            raise WeightsError(f"GET {url}: {why}; failed {attempt} times (RESTOREKIT_RETRIES={retries}), giving up")
+        pause = min(wait * 2 ** (attempt - 1), 30.0, remaining)
+        if retry_after is not None:
+            pause = min(max(pause, retry_after), 30.0, remaining)
+        logger.warning("%s: %s; retrying in %.1f s (attempt %d of %d)", label, why, pause, attempt + 1, retries + 1)
+        time.sleep(pause)
+
+
+def _cut_short(exc: BaseException, received: int, total: int | None, timeout: float) -> str:
+    text = str(exc)
+    of = f" of {total}" if total is not None else ""
+    if "IncompleteRead" in text or "prematurely" in text:
+        return f"truncated download: the connection closed after {received}{of} bytes"
+    if "reset" in text.lower():
+        return f"the connection was reset after {received}{of} bytes"
+    return f"connection lost after {received}{of} bytes ({_network_text(exc, timeout)})"
+
+
+def _download_once(
+    url: str, dest: Path, *, desc: str, progress: bool, headers: dict[str, str], timeout: float, deadline: float
+) -> None:
+    import time
+
+    import requests
+
+    have = dest.stat().st_size if dest.exists() else 0
+    request_headers = dict(headers)
+    if have:
+        request_headers["Range"] = f"bytes={have}-"  # a previous attempt was cut short: ask for the rest
+    budget = max(1e-3, min(timeout, deadline - time.monotonic()))
+    try:
+        response = requests.get(url, stream=True, timeout=(budget, budget), headers=request_headers)
+    except requests.exceptions.RequestException as exc:
+        if _is_transient_network(exc):
+            raise _Transient(_network_text(exc, budget)) from exc
+        raise WeightsError(f"GET {url}: {_network_text(exc, budget)}") from exc
+    with response:
+        if response.status_code == 416 and have:  # the partial file is useless: start over
+            dest.unlink()
+            raise _Transient("the server refused to resume (HTTP 416)")
+        if response.status_code >= 400:
+            text = _http_status_text(response)
+            if response.status_code in _TRANSIENT_STATUS or response.status_code >= 500:
+                after = response.headers.get("Retry-After", "")
+                raise _Transient(text, retry_after=float(after) if after.isdigit() else None)
+            raise WeightsError(f"GET {url}: {text}")
+        start = 0
+        if response.status_code == 206:
+            match = re.match(r"bytes (\d+)-", response.headers.get("Content-Range", ""))
+            start = int(match.group(1)) if match else -1
+            if start != have:
+                dest.unlink(missing_ok=True)
+                raise _Transient(f"the server resumed at byte {start}, not {have}")
         length = response.headers.get("Content-Length")
         encoded = response.headers.get("Content-Encoding", "identity").lower() != "identity"
-        total = int(length) if length and length.isdigit() and not encoded else None
-        received = 0
+        total = start + int(length) if length and length.isdigit() and not encoded else None
+        received = start
+        read = getattr(response.raw, "read1", None)
+        chunks = (
+            iter(lambda: read(_READ_SIZE, decode_content=True), b"")
+            if read is not None
+            else response.iter_content(chunk_size=8192)  # urllib3 1.x: no read1, small reads instead
+        )
         with (
-            open(dest, "wb") as f,
+            open(dest, "ab" if start else "wb") as f,
             _tqdm(
-                total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc, disable=not progress, leave=False
+                total=total,
+                initial=start,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=desc,
+                disable=not progress,
+                leave=False,
             ) as bar,
         ):
-            for chunk in response.iter_content(chunk_size=_CHUNK):
-                f.write(chunk)
+            while True:
+                try:
+                    chunk = next(chunks, b"")
+                except Exception as exc:  # urllib3's ProtocolError and ReadTimeoutError, requests' wrappers, OSError
+                    raise _Transient(_cut_short(exc, received, total, budget)) from exc
+                if not chunk:
+                    break
+                try:
+                    f.write(chunk)
+                except OSError as exc:  # a full or read-only cache disk: the network is not to blame, no retry
+                    from .image import _write_failure
+
+                    raise OutputError(_write_failure(dest, exc)) from exc
                 received += len(chunk)
                 bar.update(len(chunk))
+                if time.monotonic() > deadline:
+                    raise _Transient(f"still downloading at the deadline ({received} bytes received)")
     if total is not None and received != total:
-        raise WeightsError(f"truncated download: received {received} of {total} bytes")
+        raise _Transient(f"truncated download: received {received} of {total} bytes")
 
 
 def _verify_upstream(path: Path, up: UrlSource, record: WeightRecord) -> None:
@@ -628,6 +891,8 @@ def _resolve_upstream_download(record: WeightRecord, attempts: list[str], progre
         logger.info("%s: downloading upstream checkpoint %s", record.name, up.url)
         try:
             _fetch_url(up, tmp, progress, desc=record.name)
+        except OutputError:  # the cache disk is full or read-only: not a network failure
+            raise
         except Exception as exc:  # HTTP error, refused connection, truncated body: record it and give up on this source
             logger.info("%s: upstream download failed: %s", record.name, _reason(exc))
             attempts.append(f"upstream {up.url}: {_reason(exc)}")
@@ -795,8 +1060,7 @@ def _read_user_weights(
     path: Path, record: WeightRecord, spec: ArchSpec
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
     """A local file passed as ``weights=``: ``(state_dict, header)``, header None for a foreign checkpoint."""
-    if not path.is_file():
-        raise WeightsError(f"weights file {path} does not exist")
+    _weights_file(path, "weights file")
     if path.suffix.lower() == ".safetensors" or _looks_like_safetensors(path):
         try:
             metadata = _safetensors_metadata(path)
@@ -856,13 +1120,14 @@ def load_model(
     ``weights=PATH`` loads a local file instead of the published weights (ours or a foreign checkpoint);
     ``pretrained=False`` leaves the network randomly initialised; ``allow_unpinned`` as in :func:`resolve`.
     """
-    device = torch.device(device)
+    from .devices import pick_device
+
+    device = pick_device(device)
     if isinstance(name, os.PathLike) or str(name).lower().endswith(".safetensors"):
         if weights is not None:
             raise ValueError("pass a weights file either as the model name or as weights=, not both")
         path = Path(name)
-        if not path.is_file():
-            raise WeightsError(f"weights file {path} does not exist")
+        _weights_file(path, "weights file")
         return _load_file_model(path, device)
     if weights is not None and not pretrained:
         raise ValueError("weights= and pretrained=False contradict each other; pass one of them")
@@ -896,13 +1161,18 @@ def convert(
     arch: str | None = None,
     config: Mapping[str, Any] | None = None,
     format: str = "auto",
+    overwrite: bool = False,
 ) -> Path:
     """Convert a local authors' checkpoint to a restorekit safetensors file; returns the written path.
 
     With ``model=`` the architecture and config come from that record (``config`` overrides keys);
     otherwise pass ``arch=`` and, if it differs from the defaults, ``config=``. ``format`` names the
-    file's format (``auto``: from its suffix; see :data:`restorekit.convert.FORMATS`).
+    file's format (``auto``: from its suffix; see :data:`restorekit.convert.FORMATS`). ``dst`` is a
+    ``.safetensors`` path or an existing folder; an existing file is replaced only with ``overwrite=True``,
+    and the file is written atomically (a failure leaves no half-written file).
     """
+    from .errors import InputError, OutputExistsError
+
     name: str | None = None
     if model is not None:
         record = registry.get_record(model)
@@ -914,13 +1184,22 @@ def convert(
         cfg = dict(config or {})
     else:
         raise ValueError("pass model='arch.tag' or arch='name' to say what the checkpoint is")
+    out = Path(dst)
+    if out.is_dir():
+        out = out / f"{name or arch}.safetensors"
+    # Checked before any work: the output is restorekit's own format, and nothing is replaced unasked.
+    if out.suffix.lower() != ".safetensors":
+        raise InputError(
+            f"{out}: converted weights are safetensors; name the output with a .safetensors suffix (or give a folder)"
+        )
+    if out.exists() and Path(src).exists() and out.resolve() == Path(src).resolve():
+        raise InputError(f"{out} is the checkpoint being converted; choose another output path")
+    if out.exists() and not overwrite:
+        raise OutputExistsError(f"{out} already exists; pass overwrite=True (--overwrite) to replace it")
     spec = registry.get_arch(arch)
     full = {**spec.default_config, **cfg}
     state_dict = read_checkpoint(src, spec, full, format=format)
     # Fail now, not at the first load: the converted weights must fit the network exactly.
     _load_state(build_model(arch, full), state_dict, str(src), error=ConversionError)
-    out = Path(dst)
-    if out.is_dir():
-        out = out / f"{name or arch}.safetensors"
-    save_weights(out, state_dict, arch=arch, config=full, name=name)
+    save_weights(out, state_dict, arch=arch, config=full, name=name, overwrite=overwrite)
     return out

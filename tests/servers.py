@@ -1,7 +1,8 @@
 """Real HTTP servers on 127.0.0.1 for the network tests: a hub look-alike and a plain file server.
 
 Both run a ``ThreadingHTTPServer`` on port 0 in a daemon thread, log every request, and have failure
-switches (an HTTP status for the next requests, a truncated body, different bytes than expected).
+switches (an HTTP status for the next requests, a truncated body, different bytes than expected, a server
+that goes silent, a connection reset, a body that trickles in).
 
 ``HubServer`` speaks the part of the hub protocol that ``huggingface_hub.hf_hub_download`` uses:
 ``HEAD`` then ``GET /{repo_id}/resolve/{revision}/{filename}``. The HEAD answer must carry
@@ -20,6 +21,7 @@ import hashlib
 import json
 import re
 import socket
+import struct
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -55,7 +57,8 @@ class _HTTPServer(ThreadingHTTPServer):
         # Clients that hang up mid-body (the truncation tests do it on purpose) are not errors here.
         import sys
 
-        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+        # The reset switch closes sockets under the handler on purpose: OSErrors here are the test's doing.
+        if not isinstance(sys.exc_info()[1], OSError):
             super().handle_error(request, client_address)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -105,6 +108,11 @@ class _BaseServer:
         self.request_bodies: list[bytes] = []  # body of each logged request (b"" for HEAD/GET)
         self._failures: list[tuple[int, str | None]] = []  # (status, method or None) consumed one per request
         self._truncations: list[int] = []  # body bytes to send before closing, one per body response
+        # Network faults, one per request (or body response): ("stall", seconds, after_bytes),
+        # ("reset", 0, after_bytes), ("trickle", seconds between pieces, piece size). after_bytes None: before
+        # the status line, else after the headers and that many body bytes.
+        self._faults: list[tuple[str, float, int | None]] = []
+        self._released = threading.Event()  # set by stop(): stalled handlers wake up and hang up
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -126,6 +134,7 @@ class _BaseServer:
         httpd, self._httpd = self._httpd, None
         if httpd is None:
             return
+        self._released.set()
         httpd.shutdown()
         # Handler threads may sit in recv() on keep-alive connections: shut those sockets so they end now.
         with httpd.sockets_lock:
@@ -166,11 +175,30 @@ class _BaseServer:
         with self._lock:
             self._truncations.extend([n_bytes] * times)
 
+    def stall_next(self, seconds: float, times: int = 1, *, after_bytes: int | None = None) -> None:
+        """Go silent for ``seconds`` on the next ``times`` requests, then hang up: before answering at all
+        (``after_bytes`` None: a server that accepts connections and never answers), or after the headers and
+        ``after_bytes`` bytes of the body."""
+        with self._lock:
+            self._faults.extend([("stall", float(seconds), after_bytes)] * times)
+
+    def reset_next(self, times: int = 1, *, after_bytes: int | None = None) -> None:
+        """Reset (TCP RST) the connection of the next ``times`` requests: before answering, or mid-body."""
+        with self._lock:
+            self._faults.extend([("reset", 0.0, after_bytes)] * times)
+
+    def trickle_next(self, delay: float, piece: int = 64, times: int = 1) -> None:
+        """Send the next ``times`` bodies ``piece`` bytes at a time, ``delay`` seconds apart: never silent for
+        long, but slow without end (what a total deadline is for)."""
+        with self._lock:
+            self._faults.extend([("trickle", float(delay), piece)] * times)
+
     def reset(self) -> None:
         """Clear every failure switch, corruption and the request log."""
         with self._lock:
             self._failures.clear()
             self._truncations.clear()
+            self._faults.clear()
             self._reset_extra()
             self.requests.clear()
             self.request_headers.clear()
@@ -195,6 +223,14 @@ class _BaseServer:
             self.request_bodies.append(body)
             failure = next((i for i, (_, m) in enumerate(self._failures) if m in (None, method)), None)
             status = self._failures.pop(failure)[0] if failure is not None else None
+            fault = self._faults[0] if self._faults and self._faults[0][0] != "trickle" else None
+            if fault is not None and fault[2] is None:
+                self._faults.pop(0)
+            else:
+                fault = None
+        if fault is not None:  # before the status line: nothing at all is answered
+            self._break(handler, fault[0], fault[1])
+            return
         if status is not None:
             self._send(handler, method, status, f"injected failure {status}\n".encode(), {})
             return
@@ -202,6 +238,17 @@ class _BaseServer:
 
     def _route(self, handler: _Handler, method: str, path: str, body: bytes) -> None:
         raise NotImplementedError
+
+    def _break(self, handler: _Handler, kind: str, seconds: float) -> None:
+        """Stall (then hang up) or reset the connection now."""
+        handler.close_connection = True
+        if kind == "stall":
+            self._released.wait(seconds)
+            return
+        sock = handler.connection
+        # SO_LINGER with a zero timeout makes close() send RST instead of FIN: "connection reset by peer".
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
 
     def _send(self, handler: _Handler, method: str, status: int, body: bytes, headers: dict[str, str]) -> None:
         """Send a complete response (a HEAD gets the headers only, with the body's length)."""
@@ -229,9 +276,33 @@ class _BaseServer:
             headers["Content-Range"] = f"bytes {start}-{end - 1}/{total}"
         body = data[start:end]
         cut = None
+        fault = None
         if method == "GET":
             with self._lock:
                 cut = self._truncations.pop(0) if self._truncations else None
+                fault = self._faults.pop(0) if self._faults else None
+        if fault is not None:
+            kind, seconds, amount = fault
+            handler.send_response(status)
+            for key, value in headers.items():
+                handler.send_header(key, value)
+            handler.send_header("Content-Length", str(len(body)))
+            handler.end_headers()
+            try:
+                if kind == "trickle":
+                    for i in range(0, len(body), int(amount or 1)):
+                        handler.wfile.write(body[i : i + int(amount or 1)])
+                        handler.wfile.flush()
+                        if self._released.wait(seconds):
+                            break
+                    return
+                handler.wfile.write(body[: int(amount or 0)])
+                handler.wfile.flush()
+            except OSError:  # the client gave up: what the test wanted
+                handler.close_connection = True
+                return
+            self._break(handler, kind, seconds)
+            return
         if cut is None:
             self._send(handler, method, status, body, headers)
             return

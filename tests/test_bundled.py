@@ -1,7 +1,7 @@
 """The weights bundled in the package: digests, the wheel's contents, and the README main job offline.
 
 The last test builds the wheel, installs it (no dependencies, no index) into a fresh virtual environment
-that borrows this interpreter's site-packages only for the dependencies, and runs the README's main job
+that borrows the running interpreter's site-packages only for the dependencies, and runs the README's main job
 (`python examples/quickstart.py`) from an empty folder with an empty cache, the hub client offline and
 every proxy pointing at a closed port: it has to restore the sample with the bundled weights alone.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import site
 import subprocess
 import sys
 import venv
@@ -79,8 +80,15 @@ def _build_wheel(tmp_path: Path) -> Path:
 def test_readme_main_job_in_a_fresh_venv_without_network(tmp_path):
     wheel = _build_wheel(tmp_path)
     env_dir = tmp_path / "venv"
-    venv.EnvBuilder(system_site_packages=True, with_pip=False).create(env_dir)
+    venv.EnvBuilder(system_site_packages=False, with_pip=False).create(env_dir)
     py = env_dir / "bin" / "python"
+    # The dependencies (torch, numpy, ...) come from the interpreter running the tests, which is itself usually a
+    # virtual environment: system_site_packages would reach the *base* interpreter's packages instead, without
+    # torch. A .pth file appends these folders after the new environment's own site-packages, so the wheel
+    # installed there is what imports; the folders' own .pth files (an editable install of restorekit) are not run.
+    borrowed = [p for p in [*site.getsitepackages(), site.getusersitepackages()] if Path(p).is_dir()]
+    (new_site,) = {p.resolve() for p in env_dir.glob("lib*/python*/site-packages")}  # lib64 may link to lib
+    (new_site / "borrowed-dependencies.pth").write_text("".join(f"{p}\n" for p in borrowed))
     offline = {
         **{k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)},
         "RESTOREKIT_CACHE": str(tmp_path / "empty-cache"),

@@ -200,6 +200,11 @@ def _write(path, blobs: dict[str, list[np.ndarray]], legacy_bias: bool = False) 
     path.write_bytes(_net(layers))
 
 
+def _mirrored(x: torch.Tensor, pad: int = 16) -> torch.Tensor:
+    """``x`` with the 16 px of mirrored surroundings the Restorer gives every image (numpy's reflect: any size)."""
+    return torch.from_numpy(np.pad(x.numpy(), ((0, 0), (0, 0), (pad, pad), (pad, pad)), mode="reflect"))
+
+
 def _caffe_forward(blobs: dict[str, list[np.ndarray]], x: torch.Tensor, blocks: int, recursions: int) -> torch.Tensor:
     """The deploy prototxt's graph, layer by layer, on the Caffe blobs (BatchNorm: stats / factor, eps 1e-5)."""
     t = {k: [torch.from_numpy(a) for a in v] for k, v in blobs.items()}
@@ -252,12 +257,12 @@ def test_memnet_caffemodel_through_cli_convert_and_restorer(tmp_path, capsys):
     assert torch.equal(sd["memory.1.conv_a.weight"], torch.from_numpy(blobs["conv02_03_a"][0]))
     assert torch.equal(sd["recon_conv.bias"], torch.from_numpy(blobs["conv_end_02"][1]))
     x = torch.rand(1, 1, 12, 10, generator=torch.Generator().manual_seed(1))
-    ref = _caffe_forward(blobs, x, TINY["blocks"], TINY["recursions"]).clamp(0, 1)
+    ref = _caffe_forward(blobs, _mirrored(x), TINY["blocks"], TINY["recursions"])[..., 16:-16, 16:-16].clamp(0, 1)
     r = Restorer("memnet.denoise_s30", weights=dst, device="cpu")
     assert torch.allclose(r.run(x), ref, atol=1e-5)
     # A corrupt file fails with the reader's message through the CLI.
     src.write_bytes(src.read_bytes()[:-3])
-    assert main(argv) == 1
+    assert main([*argv, "--overwrite"]) == 1
     assert "not a readable Caffe model" in capsys.readouterr().err
 
 
@@ -274,7 +279,7 @@ def test_full_size_m6r6_caffemodel_with_the_authors_shapes(tmp_path):
     mean = blobs["bn_conv03_04_b"][0] / blobs["bn_conv03_04_b"][2][0]
     assert torch.allclose(sd["memory.2.bn_b.3.running_mean"], torch.from_numpy(mean), rtol=1e-6)
     x = torch.rand(1, 1, 9, 9, generator=torch.Generator().manual_seed(2))
-    ref = _caffe_forward(blobs, x, 6, 6).clamp(0, 1)
+    ref = _caffe_forward(blobs, _mirrored(x), 6, 6)[..., 16:-16, 16:-16].clamp(0, 1)
     for weights in (out, src):  # the converted file, or the .caffemodel itself (read by its suffix)
         r = Restorer("memnet.denoise_blind", weights=weights, device="cpu")
         assert torch.allclose(r.run(x), ref, atol=1e-4)

@@ -332,7 +332,10 @@ def test_cli_eval_masked_model_and_baseline(clean, tmp_path):
     data = json.loads(out.read_text())
     assert data["degradation"] == "mask:0.5" and data["mean"]["images"] == 4 and math.isfinite(data["mean"]["psnr"])
     assert data["model"] == f"spatial_rnn.inpaint ({weights})" and data["convention"]["name"] == "full_image"
-    proc = _cli("nearest", *args)
+    refused = _cli("nearest", *args)  # the results file exists: never replaced unasked
+    assert refused.returncode == 1 and "already exists; pass --overwrite" in refused.stderr
+    assert json.loads(out.read_text()) == data
+    proc = _cli("nearest", *args, "--overwrite")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(out.read_text())["mean"]["psnr"] > data["mean"]["psnr"]
     bad = _cli("nearest", "--data", clean, "--degrade", "jpeg:10", "--no-progress")

@@ -240,12 +240,15 @@ def test_sixteen_bit_grey_pil_modes(mode: str) -> None:
     np.testing.assert_array_equal(planar_to_numpy(image)[:, :, 0], values)
 
 
-def test_mode_i_is_clipped_to_sixteen_bits(tmp_path: Path) -> None:
-    values = np.array([[-5, 0, 1000, 70000]], dtype=np.int32)
-    Image.fromarray(values).save(tmp_path / "i.tif")
-    image = read_image(tmp_path / "i.tif")
+def test_mode_i_within_sixteen_bits_is_read_and_beyond_is_refused(tmp_path: Path) -> None:
+    Image.fromarray(np.array([[0, 1000, 65535]], dtype=np.int32)).save(tmp_path / "ok.tif")
+    image = read_image(tmp_path / "ok.tif")
     assert image.bit_depth == 16
-    np.testing.assert_array_equal(planar_to_numpy(image)[:, :, 0], [[0, 0, 1000, 65535]])
+    np.testing.assert_array_equal(planar_to_numpy(image)[:, :, 0], [[0, 1000, 65535]])
+    # Clipping -5 and 70000 to 0..65535 would flatten the image without a word: refused, with the values found.
+    Image.fromarray(np.array([[-5, 0, 1000, 70000]], dtype=np.int32)).save(tmp_path / "i.tif")
+    with pytest.raises(InputError, match=r"i\.tif: 32-bit integer image \(mode 'I'\) with values -5\.\.70000"):
+        read_image(tmp_path / "i.tif")
 
 
 def test_float_tiff_gives_bit_depth_32_unclipped(tmp_path: Path) -> None:

@@ -144,6 +144,23 @@ def test_export_writes_fp16_weights_card_and_record(run, tmp_path):
         assert needle in card, needle
 
 
+def test_export_never_replaces_release_files_unasked(run, tmp_path, capsys):
+    from restorekit.errors import OutputExistsError
+    from restorekit.train.cli import main as train_main
+
+    out = tmp_path / "release"
+    first = export_run(run, out)
+    card = first.card.read_text()
+    first.card.write_text(card + "\nmy edits\n")
+    with pytest.raises(OutputExistsError, match="already exist; pass overwrite=True \\(--overwrite\\)"):
+        export_run(run, out)
+    assert first.card.read_text().endswith("my edits\n"), "nothing was written"
+    assert train_main(["export", str(run), "-o", str(out)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert train_main(["export", str(run), "-o", str(out), "--overwrite"]) == 0
+    assert first.card.read_text() == card and not list(out.glob(".*"))
+
+
 def test_export_model_weights_and_missing_ema(tmp_path, caplog):
     run = make_run(tmp_path)
     ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=True)

@@ -242,3 +242,14 @@ def test_half_precision_policy_and_fp32_fallback(sr):
 
 def test_tiling_free_memory_reads_something():
     assert tiling.free_memory(torch.device("cpu")) > 0
+
+
+@pytest.mark.parametrize("h, w", [(1, 1), (2, 3), (5, 4), (17, 9)])
+def test_mirror_pad_is_numpy_reflect_for_any_amount(h, w):
+    from restorekit.restorer import mirror_pad
+
+    x = torch.rand(2, 3, h, w, generator=torch.Generator().manual_seed(h * w))
+    for pads in [(0, 0, 0, 0), (1, 2, 3, 0), (16, 19, 16, 23), (40, 1, 0, 40)]:
+        t, b, left, r = pads
+        want = np.pad(x.numpy(), ((0, 0), (0, 0), (t, b), (left, r)), mode="reflect")
+        assert np.array_equal(mirror_pad(x, *pads).numpy(), want), pads

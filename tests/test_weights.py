@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -68,16 +67,6 @@ class Payload:
     """An arbitrary class: a pickle holding one must be refused."""
 
 
-class _NoSleep:
-    # Stands in for the `time` module inside huggingface_hub: same functions, but retries do not wait.
-    def __getattr__(self, name: str) -> object:
-        return getattr(time, name)
-
-    @staticmethod
-    def sleep(seconds: float) -> None:
-        pass
-
-
 @pytest.fixture(autouse=True)
 def _arch() -> Iterator[None]:
     with registry.temporary(SPEC):
@@ -100,12 +89,8 @@ def register() -> Iterator[Callable[..., WeightRecord]]:
 
 @pytest.fixture
 def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    """huggingface_hub retries 5xx and broken bodies with 1-8 s sleeps; keep the retries, skip the waiting."""
-    from huggingface_hub import file_download
-    from huggingface_hub.utils import _http
-
-    for module in (file_download, _http):
-        monkeypatch.setattr(module, "time", _NoSleep())
+    """Downloads retry 5xx and broken bodies after 1, 2, 4 s; keep the retries, shorten the waiting."""
+    monkeypatch.setenv("RESTOREKIT_RETRY_WAIT", "0.01")
 
 
 def record(tag: str = "m", **sources: object) -> WeightRecord:
@@ -386,7 +371,8 @@ def test_hub_download_then_cache_hit(hub_server, isolated_cache, tmp_path, monke
     path = resolve(rec, progress=False)
     assert path.read_bytes() == data
     assert Path(isolated_cache.hf_hub) in path.parents
-    assert [m for m, _ in hub_server.requests] == ["HEAD", "GET"]
+    # The commit and the digest are pinned: one GET of the resolve URL, nothing to ask the server first.
+    assert hub_server.requests == [("GET", f"/org/tiny/resolve/{rec.hub.revision}/tiny.safetensors")]
     assert all("x-xet" not in h for headers in hub_server.request_headers for h in headers)
 
     hashed = []
@@ -434,7 +420,7 @@ def test_hub_lfs_style_redirect(hub_server, tmp_path):
     data = ours(tmp_path)
     path = resolve(record(hub=publish(hub_server, data)), progress=True)
     assert path.read_bytes() == data
-    assert [m for m, _ in hub_server.requests] == ["HEAD", "GET"]
+    assert [m for m, _ in hub_server.requests] == ["GET", "GET"]
     assert hub_server.requests[1][1].startswith("/cdn/")
 
 
@@ -464,12 +450,14 @@ def test_hub_missing_file_is_reported(hub_server, tmp_path):
     assert "org/tiny/absent.safetensors" in str(info.value)
 
 
-def test_hub_transient_server_error_is_retried(hub_server, tmp_path):
+def test_hub_transient_server_error_is_retried(hub_server, tmp_path, caplog):
     data = ours(tmp_path)
     rec = record(hub=publish(hub_server, data))
     hub_server.fail_with(500)
-    assert resolve(rec, progress=False).read_bytes() == data
-    assert [m for m, _ in hub_server.requests] == ["HEAD", "HEAD", "GET"]
+    with caplog.at_level("WARNING", logger="restorekit"):
+        assert resolve(rec, progress=False).read_bytes() == data
+    assert [m for m, _ in hub_server.requests] == ["GET", "GET"]
+    assert "HTTP 500" in caplog.text and "retrying in 1.0 s (attempt 2 of 4)" in caplog.text
 
 
 def test_hub_persistent_server_error(hub_server, no_backoff, tmp_path):
@@ -480,14 +468,14 @@ def test_hub_persistent_server_error(hub_server, no_backoff, tmp_path):
     assert "hub org/tiny/tiny.safetensors" in str(info.value) and "500" in str(info.value)
 
 
-def test_hub_failure_falls_back_to_upstream(hub_server, file_server, tmp_path):
+def test_hub_failure_falls_back_to_upstream(hub_server, file_server, no_backoff, tmp_path):
     data = authors_checkpoint(seed=8)
     url = file_server.add("/x1.pth", data)
     rec = record(hub=publish(hub_server, ours(tmp_path)), upstream=UrlSource(url=url, git_blob_sha1=blob_sha1(data)))
-    hub_server.fail_with(503, method="GET")  # HEAD answers, the download itself fails (not retried)
+    hub_server.fail_with(503, times=4)  # the first try and every retry
     path = resolve(rec, progress=False)
     assert same_state(read_weights(path)[0], state(8))
-    assert file_server.requests == [("GET", "/x1.pth")]
+    assert file_server.requests == [("GET", "/x1.pth")] and len(hub_server.requests) == 4
 
 
 def test_hub_truncated_body_is_resumed(hub_server, no_backoff, tmp_path):
@@ -495,7 +483,8 @@ def test_hub_truncated_body_is_resumed(hub_server, no_backoff, tmp_path):
     rec = record(hub=publish(hub_server, data))
     hub_server.truncate_next(100)
     assert resolve(rec, progress=False).read_bytes() == data
-    assert [m for m, _ in hub_server.requests] == ["HEAD", "GET", "GET"]
+    assert [m for m, _ in hub_server.requests] == ["GET", "GET"]
+    assert hub_server.request_headers[1]["range"] == "bytes=100-", "the second GET asks only for the rest"
 
 
 def test_hub_body_always_truncated(hub_server, no_backoff, isolated_cache, tmp_path):
@@ -564,13 +553,13 @@ def test_upstream_checksum_mismatch(file_server, isolated_cache):
 
 
 @pytest.mark.parametrize("failure", ["truncated", "500", "404"])
-def test_upstream_network_failures(file_server, isolated_cache, failure):
+def test_upstream_network_failures(file_server, isolated_cache, no_backoff, failure):
     data = authors_checkpoint()
     url = file_server.add("/x1.pth", data)
     if failure == "truncated":
-        file_server.truncate_next(200)
+        file_server.truncate_next(len(data) // 8, times=100)  # every attempt is cut short (one cut is resumed)
     elif failure == "500":
-        file_server.fail_with(500)
+        file_server.fail_with(500, times=100)
     else:
         url = file_server.url_for("/elsewhere.pth")
     rec = record(upstream=UrlSource(url=url, git_blob_sha1=blob_sha1(data)))
@@ -578,7 +567,8 @@ def test_upstream_network_failures(file_server, isolated_cache, failure):
         resolve(rec, progress=False)
     message = str(info.value)
     assert f"upstream {url}" in message
-    assert {"truncated": "200", "500": "500", "404": "404"}[failure] in message
+    assert {"truncated": "truncated download", "500": "HTTP 500", "404": "HTTP 404"}[failure] in message
+    assert ("giving up" in message) == (failure != "404"), "only transient failures are retried"
     assert list((isolated_cache.restorekit / "downloads").iterdir()) == []
 
 

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from .. import registry
-from ..errors import RestorekitError, WeightsError
+from ..errors import OutputExistsError, RestorekitError, WeightsError
 from ..registry import BundledSource, HubSource, Metric, WeightRecord
 from . import CHECKPOINT_FORMAT
 
@@ -216,8 +216,12 @@ def export_run(
     name: str | None = None,
     repo_id: str | None = None,
     filename: str | None = None,
+    overwrite: bool = False,
 ) -> ExportResult:
     """Write the weights, model card and registry record of a training run into ``out_dir``.
+
+    Files already in ``out_dir`` are replaced only with ``overwrite=True`` (checked before anything is written);
+    each file is written atomically.
 
     ``weights="ema"`` exports the EMA copy when the checkpoint has one (else the raw weights, with a warning);
     ``"model"`` the raw weights. With ``eval_data`` the exported file itself is measured with
@@ -256,8 +260,14 @@ def export_run(
     repo_id = repo_id or (hub.repo_id if hub else f"restorekit/{arch}")
     filename = filename or (hub.filename if hub else f"{model_name.replace('.', '_')}.safetensors")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     weights_path = out / filename
+    existing = [p for p in (weights_path, out / _CARD, out / _RECORD_PY, out / _RECORD_JSON) if p.exists()]
+    if existing and not overwrite:
+        raise OutputExistsError(
+            f"{', '.join(str(p) for p in existing)} already exist{'s' * (len(existing) == 1)}; pass overwrite=True "
+            "(--overwrite) to replace the release files, or export into another folder"
+        )
+    out.mkdir(parents=True, exist_ok=True)
     digest = save_weights(weights_path, state, arch=arch, config=config, name=model_name)
     size = weights_path.stat().st_size
 
@@ -291,11 +301,18 @@ def export_run(
     )
     text = record_text(result, record)
     result = _replace(result, record_text=text)
-    result.record_py.write_text(text)
-    result.record_json.write_text(json.dumps(record_json(result), indent=2) + "\n")
+    _write_text(result.record_py, text)
+    _write_text(result.record_json, json.dumps(record_json(result), indent=2) + "\n")
     card = model_card(result, record, ckpt, run, metrics_origin, convention_note, checkpoint=path)
-    result.card.write_text(card)
+    _write_text(result.card, card)
     return result
+
+
+def _write_text(path: Path, text: str) -> None:
+    from ..image import atomic_write
+
+    data = text.encode()
+    atomic_write(path, lambda f: f.write(data), overwrite=True)  # existence was checked before the export began
 
 
 def _replace(result: ExportResult, **changes: Any) -> ExportResult:
@@ -539,6 +556,7 @@ def _export(args: argparse.Namespace) -> int:
         eval_degradation=args.eval_degrade,
         name=args.name,
         repo_id=args.repo_id,
+        overwrite=args.overwrite,
     )
     print(f"wrote {result.weights} ({result.size} bytes, sha256 {result.sha256})")
     print(f"wrote {result.card}, {result.record_py}, {result.record_json}")
@@ -580,6 +598,7 @@ def add_subcommands(subparsers: Any) -> None:
     p.add_argument("--eval-degrade", help="degradation for a folder of clean images, e.g. noise:25")
     p.add_argument("--name", help="registered model name (default: the one the run was trained for)")
     p.add_argument("--repo-id", help="hub repository for the record (default: the record's)")
+    p.add_argument("--overwrite", action="store_true", help="replace release files already in the output folder")
     p.set_defaults(func=_export)
 
     p = subparsers.add_parser("push", help="upload a folder to a Hugging Face model repo (HF_ENDPOINT, HF_TOKEN)")
