@@ -117,12 +117,11 @@ class Restorer:
         # Mirrored pixels around every image (see _CONTEXT). Not for masked models: mirroring the mask would
         # invent known pixels and colour hints beyond the image, and measured on CBSD68 it costs the bundled
         # colouriser 0.5 dB (0.2 dB with an empty mask there) and moves inpainting by under 0.03 dB.
-        rf = self.spec.receptive_field
-        self.context = 0 if self.mask_channels else _CONTEXT if rf is None else min(_CONTEXT, rf)
+        radius = self.spec.receptive_field_for(self.record.config)
+        self.context = 0 if self.mask_channels else _CONTEXT if radius is None else min(_CONTEXT, radius)
         self._half: torch.nn.Module | None = None
         if self.dtype != torch.float32:
             self._half = copy.deepcopy(self.model).to(self.dtype)
-        radius = self.spec.receptive_field_for(self.record.config)
         margin = radius if radius is not None else _UNBOUNDED_MARGIN
         m = self.record.size_multiple
         self.margin = -(-margin // m) * m

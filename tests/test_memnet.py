@@ -242,9 +242,12 @@ def test_restorer_on_grey_and_colour(name):
         out_g, out_c = r.run(grey), r.run(colour)
         assert out_g.shape == (11 * s, 14 * s) and out_g.dtype == np.uint8
         assert out_c.shape == (11 * s, 14 * s, 3) and out_c.dtype == np.uint8
-        # The network sees one channel, already at the output size, with 16 px of mirrored surroundings per side:
-        # once for grey; for colour, on the Y once, or (a denoiser) on each of R, G and B.
-        assert sizes == [(1, 1, 11 * s + 32, 14 * s + 32)] * (1 + (3 if rec.grey_on_color == "rgb" else 1))
+        # The network sees one channel, already at the output size, with mirrored surroundings on every side (16 px,
+        # or the tiny network's smaller receptive field): once for grey; for colour, on the Y once, or (a denoiser)
+        # on each of R, G and B.
+        c = r.context
+        assert c == min(16, get_arch("memnet").receptive_field_for(tiny.config))
+        assert sizes == [(1, 1, 11 * s + 2 * c, 14 * s + 2 * c)] * (1 + (3 if rec.grey_on_color == "rgb" else 1))
         if s == 1:
             assert np.array_equal(out_g, grey)  # grey in, the identity network, grey out: exact
             assert np.abs(out_c.astype(int) - colour).max() <= 1  # Y restored, CbCr carried: RGB round trip

@@ -374,9 +374,13 @@ def test_restorer_memnet_runs_the_authors_denoiser_end_to_end(file_server, monke
         r = Restorer("memnet", device="cpu")
     out = r.run(noisy)
     assert out.shape == noisy.shape and out.dtype == np.uint8
-    # Every RGB channel went through the authors' graph (the denoiser's colour policy).
-    x = torch.from_numpy(noisy).permute(2, 0, 1)[:, None].double() / 255
-    ref = graph_output(graph, params, x).clamp(0, 1)[:, 0].permute(1, 2, 0).numpy()
+    # Every RGB channel went through the authors' graph (the denoiser's colour policy), with the Restorer's
+    # mirrored surroundings (r.context px of reflection on every side, cropped off after).
+    c = r.context
+    assert c == 16
+    padded = np.pad(noisy, ((c, c), (c, c), (0, 0)), mode="reflect")
+    x = torch.from_numpy(padded).permute(2, 0, 1)[:, None].double() / 255
+    ref = graph_output(graph, params, x).clamp(0, 1)[:, 0].permute(1, 2, 0).numpy()[c:-c, c:-c]
     assert np.abs(out.astype(float) - ref * 255).max() <= 0.51 + 1e-3
     assert len(file_server.requests) == 2
 

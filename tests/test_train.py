@@ -438,7 +438,7 @@ def test_a_killed_run_resumes_from_its_checkpoint_with_an_unbroken_log(images, t
         start_new_session=True,
     )
     try:
-        _wait_for_log_lines(proc, out / "log.jsonl", 6)  # past the step-4 checkpoint, before step 8's
+        _wait_for_log_lines(proc, out / "log.jsonl", 5)  # past the step-4 checkpoint, before step 8's
         os.killpg(proc.pid, signal.SIGKILL)  # the trainer and its loader worker, as an OOM killer or a reboot
         proc.communicate(timeout=30)
     finally:
@@ -446,10 +446,13 @@ def test_a_killed_run_resumes_from_its_checkpoint_with_an_unbroken_log(images, t
             proc.kill()
     killed_at = len(_log_steps(out))
     saved = _state(out / "checkpoints" / "last.pt")["step"]
-    assert saved % 4 == 0 and saved < killed_at <= 14, (saved, killed_at)
+    # Usually killed between checkpoints (log ahead of the checkpoint); on a busy machine it may land on one.
+    assert saved % 4 == 0 and 4 <= saved <= killed_at < 14, (saved, killed_at)
     again = subprocess.run(_fit_cmd(images, out, *args), capture_output=True, text=True, env=env)
     assert again.returncode == 0, again.stderr
     assert f"resumed from {out / 'checkpoints' / 'last.pt'} at step {saved}" in again.stderr
+    if killed_at > saved:
+        assert f"{killed_at - saved} log lines after it were dropped" in again.stderr
     log, ref = _log_steps(out), _log_steps(tmp_path / "a")
     assert [r["step"] for r in log] == list(range(1, 15))
     assert [r["loss"] for r in log] == [r["loss"] for r in ref]  # the resumed steps are the same steps
@@ -494,21 +497,39 @@ def test_a_time_budgeted_run_ends_within_five_percent_and_exports(images, tmp_pa
     assert abs(wall - budget) <= 0.05 * budget, wall
     log = [r for r in _log_steps(out) if "loss" in r]
     steps = log[-1]["step"]
-    assert (
-        steps >= 3 and log[-1]["planned_steps"] == steps
-    )  # (a loaded machine runs few)  # the plan converged on what was run
+    assert steps >= 3 and log[-1]["planned_steps"] == steps  # the plan converged on what was run
     assert log[-1]["lr"] < 0.02 * 1e-3  # the cosine reached its floor at the end of the budget, not of --steps
     warm = [r["step"] for r in log if r["lr"] > 0.5e-3]
-    assert warm and warm[0] <= 0.1 * steps  # the warm-up was fitted to the plan (5 %), not the 50 asked for
+    # The warm-up was fitted to the plan (5 %), not the 50 steps asked for; the first two steps, before any
+    # speed is measured, run in the asked-for warm-up.
+    assert warm and warm[0] <= 3 + 0.05 * steps
     ckpt = _state(out / "checkpoints" / "last.pt")
     assert ckpt["budget"]["seconds"] == budget and ckpt["budget"]["spent_s"] <= budget
     (weights,) = (out / "export").glob("*.safetensors")
     assert (out / "export" / "README.md").is_file()
     result = Restorer("msrn.sr_x2", weights=weights, device="cpu").run(torch.rand(1, 3, 12, 12))
     assert result.shape == (1, 3, 24, 24)
+    # A folder the user names for the export must be empty: refused before any training, nothing replaced.
+    taken = tmp_path / "release"
+    taken.mkdir()
+    (taken / "mine.txt").write_text("keep")
+    other = _fit_cmd(images, tmp_path / "run2", "--time-budget", "30s", "--export-dir", str(taken))
+    refused = subprocess.run(other, capture_output=True, text=True, env=env, timeout=120)
+    assert refused.returncode == 2 and "is not empty (mine.txt)" in refused.stderr, refused.stderr
+    assert not (tmp_path / "run2" / "checkpoints").exists() and (taken / "mine.txt").read_text() == "keep"
     # Rerun with the budget spent: it exports again at once and trains no further.
     again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
     assert again.returncode == 0 and _state(out / "checkpoints" / "last.pt")["step"] == ckpt["step"], again.stderr
+
+
+def test_trim_log_keeps_what_the_checkpoint_holds(tmp_path):
+    from restorekit.train.loop import _trim_log
+
+    log = tmp_path / "log.jsonl"
+    lines = [json.dumps({"step": i, "loss": float(i)}) for i in (1, 2, 3, 4)] + ['{"step": 5, "lo']  # a cut line
+    log.write_text("\n".join(lines) + "\n")
+    assert _trim_log(log, 3) == 2 and [json.loads(x)["step"] for x in log.read_text().splitlines()] == [1, 2, 3]
+    assert _trim_log(log, 3) == 0 and _trim_log(tmp_path / "absent.jsonl", 3) == 0
 
 
 def test_time_budget_plan_counts_earlier_invocations():

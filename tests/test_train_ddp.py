@@ -30,6 +30,7 @@ def _fit_args(data: Path, out: Path, batch: int) -> list[str]:
         "--model-config", tiny, "--patch-size", "8", "--batch-size", str(batch), "--steps", "1", "--workers", "0",
         "--optimizer", "sgd", "--momentum", "0", "--weight-decay", "0", "--lr", "1", "--schedule", "constant",
         "--warmup-steps", "0", "--grad-clip", "0", "--quiet",
+        "--no-bf16", "--no-channels-last",  # fp32: bf16's rounding depends on how the batch is split
     ]  # fmt: skip
 
 

@@ -542,6 +542,13 @@ class Trainer:
                 dropped = _trim_log(self.out / "log.jsonl", self.step)
                 extra = f"; {dropped} log lines after it were dropped (those steps run again)" if dropped else ""
                 _note(f"resumed from {last} at step {self.step}{extra}")
+        if cfg.time_budget and cfg.export_dir and self.rank == 0:
+            taken = [p.name for p in Path(cfg.export_dir).glob("*")] if Path(cfg.export_dir).is_dir() else []
+            if taken:
+                raise InputError(
+                    f"export folder {cfg.export_dir} is not empty ({', '.join(sorted(taken)[:4])}); a time-budgeted "
+                    "run exports there when its time is up: name an empty or new folder"
+                )
         if cfg.time_budget:
             self.budget = TimeBudget(
                 parse_duration(cfg.time_budget), started, spent=float(self._budget_state.get("spent_s", 0.0))
@@ -645,8 +652,11 @@ class Trainer:
     def _export(self) -> str:
         from .publish import export_run
 
-        folder = Path(self.cfg.export_dir) if self.cfg.export_dir else self.out / "export"
-        result = export_run(self.out, folder)
+        # The run's own export folder holds its latest export (a rerun after more training replaces it); a folder
+        # the user named is checked before training starts (see fit) and never replaced.
+        own = not self.cfg.export_dir
+        folder = self.out / "export" if own else Path(self.cfg.export_dir)
+        result = export_run(self.out, folder, overwrite=own)
         self._log({"step": self.step, "export": str(result.weights), "sha256": result.sha256})
         _note(f"time budget reached at step {self.step}; exported {result.weights}")
         return str(result.weights)

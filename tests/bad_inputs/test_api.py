@@ -291,7 +291,7 @@ def test_flat_images_of_every_size_on_every_architecture(arch, one_thread):
         torch.manual_seed(0)
         r = Restorer(rec.name, pretrained=False, device="cpu", tile=None)
     model, s, m, c = r.model, rec.net_scale, rec.size_multiple, r.context
-    assert c == 16 or c == spec.receptive_field
+    assert c == 16 or c == spec.receptive_field_for(rec.config)
     colour = torch.tensor([200, 100, 50][: rec.in_channels]).float() / 255
 
     def bare(size: int) -> torch.Tensor:  # the network alone on a flat image of ``size`` (padded to the multiple)
