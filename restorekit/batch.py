@@ -130,7 +130,7 @@ def run_batch(
     out_dir: str | os.PathLike,
     *,
     overwrite: bool = False,
-    progress: bool = True,
+    progress: bool | None = None,
     masks: str | os.PathLike | None = None,
     input_range: tuple[float, float] | None = None,
 ) -> BatchReport:
@@ -140,7 +140,8 @@ def run_batch(
     where each input's mask has the input's relative output name (``sub/a.jpg`` -> ``masks/sub/a.jpg``) or the
     same stem with ``.png`` (``masks/sub/a.png``). An input without a mask is reported failed; a model that
     takes no mask given ``masks``, or a mask model given none, is an :class:`InputError` before any work.
-    ``input_range`` (float images not in [0, 1]) is passed on to :meth:`Restorer.run`.
+    ``input_range`` (float images not in [0, 1]) is passed on to :meth:`Restorer.run`. ``progress``: a bar per
+    image on stderr (None: when stderr is a terminal), as everywhere (:mod:`restorekit.options`).
 
     The output folder may lie inside an input folder: what is in it is never read as input. It may not be an
     input folder itself (every result would replace its input).
@@ -163,7 +164,13 @@ def run_batch(
     report.failed += missing
     # One check with Restorer.run(list, output=DIR): inputs are never overwritten, no two inputs share an output.
     clashes = output_clashes([(str(src), out / rel) for src, rel in pairs], [p for p, _ in pairs])
-    bar = tqdm(pairs, desc=restorer.record.name, unit="img", disable=not progress, file=sys.stderr)
+    bar = tqdm(
+        pairs,
+        desc=restorer.record.name,
+        unit="img",
+        disable=None if progress is None else not progress,
+        file=sys.stderr,
+    )
     for i, (src, rel) in enumerate(bar):
         target = out / rel
         if i in clashes:

@@ -47,6 +47,27 @@ def _value_range(value: str) -> tuple[float, float]:
     return pair
 
 
+_DEVICE_HELP = "auto (cuda, then mps, then cpu; the default), cpu, cuda, cuda:N, mps"
+_DTYPE_HELP = (
+    "auto (the default: float32, or a half precision the model validates, on a GPU), float32, float16, bfloat16"
+)
+_UNPINNED_HELP = (
+    "fetch weights whose upstream publishes no checksum, trusting them on first use (default: only with "
+    "RESTOREKIT_ALLOW_UNPINNED=1)"
+)
+_PROGRESS_HELP = "progress bars for downloads, tiles and images (default: when stderr is a terminal)"
+
+
+def _shared_options(parser: argparse.ArgumentParser, *, model: bool = True) -> None:
+    """The options every entry point takes (restorekit.options), as flags: --device, --dtype, --allow-unpinned,
+    --progress/--no-progress. Each defaults to the keyword's default, so unset flags leave the library's meaning."""
+    if model:
+        parser.add_argument("--device", default="auto", help=_DEVICE_HELP)
+        parser.add_argument("--dtype", default="auto", help=_DTYPE_HELP)
+    parser.add_argument("--allow-unpinned", action=argparse.BooleanOptionalAction, default=None, help=_UNPINNED_HELP)
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help=_PROGRESS_HELP)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="restorekit", description="Pretrained image restoration on any image size.")
     p.add_argument("--version", action="version", version=f"restorekit {__version__}")
@@ -61,8 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--task", help="narrow an architecture name to a task")
     r.add_argument("--scale", type=int, help="narrow an architecture name to a scale")
     r.add_argument("--weights", metavar="PATH", help="use this local weight file instead of the registered ones")
-    r.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
-    r.add_argument("--dtype", default="auto", help="auto, float32, float16, bfloat16")
+    _shared_options(r)
     r.add_argument("--tile", type=_tile, default="auto", help="auto, 0 for the whole image, or a tile size in px")
     r.add_argument(
         "--mask",
@@ -71,7 +91,6 @@ def build_parser() -> argparse.ArgumentParser:
         "stem.png); white = known, black = to fill",
     )
     r.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
-    r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.add_argument("--lam", type=float, help="l0smooth only: the L0 weight lambda (default 0.02)")
     r.add_argument(
         "--input-range",
@@ -91,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     dl = sub.add_parser("download", help="fetch and verify weights now (for an air-gapped machine later)")
     dl.add_argument("names", nargs="+", metavar="NAME")
-    dl.add_argument("--no-progress", action="store_true")
+    _shared_options(dl, model=False)  # a download runs nothing: no device or dtype
 
     cv = sub.add_parser("convert", help="convert an authors' checkpoint to restorekit's safetensors")
     cv.add_argument("src")
@@ -121,12 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--convention", help="y_shave_scale, y_shave_scale:as_rgb, full_image, y_full (default: task's)")
     ev.add_argument("--seed", type=int, default=0, help="seed of the degradation (per image: seed and file name)")
     ev.add_argument("--weights", metavar="PATH", help="evaluate this local weight file")
-    ev.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
+    _shared_options(ev)
     ev.add_argument("--tile", type=_tile, default="auto", help="auto, 0 for the whole image, or a tile size in px")
     ev.add_argument("--json", metavar="PATH", help="write the results as JSON")
     ev.add_argument("--csv", metavar="PATH", help="write the per-image results as CSV")
     ev.add_argument("--target", metavar="FILTER", help="score against a filter of the clean images, e.g. l0smooth:0.02")
-    ev.add_argument("--no-progress", action="store_true", help="no progress bar")
     ev.add_argument("--overwrite", action="store_true", help="replace the --json/--csv files if they exist")
     return p
 
@@ -157,8 +175,12 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         if args.model.partition(":")[0] in FILTERS:
             spec = args.model if args.lam is None else f"{args.model.partition(':')[0]}:lam={args.lam}"
-            if any(v is not None for v in (args.task, args.scale, args.weights)):
-                raise InputError(f"{args.model} is a classical filter: --task, --scale and --weights do not apply")
+            given = (args.task, args.scale, args.weights, args.allow_unpinned, None if args.dtype == "auto" else 1)
+            if any(v is not None for v in given):
+                raise InputError(
+                    f"{args.model} is a classical filter: --task, --scale, --weights, --dtype and --allow-unpinned do "
+                    "not apply"
+                )
             restorer = parse_filter(spec, device=args.device)
         elif args.lam is not None:
             raise InputError("--lam is a parameter of the l0smooth filter, not of a network")
@@ -171,13 +193,15 @@ def _dispatch(args: argparse.Namespace) -> int:
                 device=args.device,
                 dtype=args.dtype,
                 tile=args.tile,
+                allow_unpinned=args.allow_unpinned,
+                progress=args.progress,
             )
         report = run_batch(
             restorer,
             args.inputs,
             args.output,
             overwrite=args.overwrite,
-            progress=not args.no_progress,
+            progress=args.progress,
             masks=args.mask,
             input_range=args.input_range,
         )
@@ -209,7 +233,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .weights import resolve
 
         for name in args.names:
-            path = resolve(get_record(name), progress=not args.no_progress)
+            path = resolve(get_record(name), progress=args.progress, allow_unpinned=args.allow_unpinned)
             print(f"{get_record(name).name}: {path}")
         return 0
     if args.command == "convert":
@@ -240,9 +264,11 @@ def _dispatch(args: argparse.Namespace) -> int:
             convention=args.convention,
             weights=args.weights,
             device=args.device,
+            dtype=args.dtype,
             tile=args.tile,
             seed=args.seed,
-            progress=not args.no_progress,
+            allow_unpinned=args.allow_unpinned,
+            progress=args.progress,
             target=args.target,
         )
         print(result.table())

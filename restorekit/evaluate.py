@@ -48,6 +48,7 @@ from .degrade import Degradation, parse
 from .errors import InputError, WeightsNotAvailableError
 from .image import IMAGE_EXTENSIONS, read_image
 from .metrics import DENOISE, JPEG, SR, Convention, get_convention, psnr, ssim
+from .options import RunOptions, run_options
 from .registry import Metric
 from .resize import imresize
 
@@ -268,9 +269,11 @@ def evaluate(
     weights: str | os.PathLike | None = None,
     pretrained: bool = True,
     device: str | torch.device = "auto",
+    dtype: str | torch.dtype = "auto",
     tile: int | str | None = "auto",
     seed: int = 0,
-    progress: bool = True,
+    allow_unpinned: bool | None = None,
+    progress: bool | None = None,
     target: str | None = None,
 ) -> EvalResult:
     """Measure ``model`` (a registered name, ``bicubic`` or ``identity``) on the benchmark folder ``data``.
@@ -283,13 +286,18 @@ def evaluate(
     spec such as ``l0smooth:0.02``) scores against that filter's output on each clean image instead of the
     clean image itself, with the clean image as input unless ``degradation`` says otherwise (filter
     imitation: ``spatial_rnn.smooth_l0``).
+
+    ``device``, ``dtype``, ``allow_unpinned`` and ``progress`` mean what they mean for
+    :class:`~restorekit.Restorer` (:mod:`restorekit.options`); ``progress`` covers the weights' download, the
+    tiles and the images (None: bars when stderr is a terminal). They are checked for the baselines too.
     """
+    options = run_options(device, dtype, allow_unpinned, progress)
     deg = parse(degradation) if isinstance(degradation, str) else degradation
     if deg is not None and deg.scale != 1:
         if scale is not None and scale != deg.scale:
             raise InputError(f"--scale {scale} contradicts the degradation {deg}")
         scale = deg.scale
-    restore, task, scale, label, condition = _model(model, task, scale, weights, pretrained, device, tile, deg)
+    restore, task, scale, label, condition = _model(model, task, scale, weights, pretrained, options, tile, deg)
     _check_condition(label, condition, deg)
     layout, pairs = find_pairs(data, scale if scale > 1 else None)
     clean = layout == "clean images"
@@ -320,7 +328,7 @@ def evaluate(
     result = EvalResult(label, str(data), layout, described, conv, seed)
     from tqdm.auto import tqdm
 
-    for name, inp_path, tgt_path in tqdm(pairs, desc=f"eval {label}", unit="img", disable=not progress):
+    for name, inp_path, tgt_path in tqdm(pairs, desc=f"eval {label}", unit="img", disable=options.bar_disabled):
         truth = read_image(tgt_path).color[None]
         mask = None
         if inp_path is None:
@@ -382,7 +390,7 @@ def _model(
     scale: int | None,
     weights: str | os.PathLike | None,
     pretrained: bool,
-    device: str | torch.device,
+    options: RunOptions,
     tile: int | str | None,
     deg: Degradation | None = None,
 ) -> tuple[Restore, str, int, str, str | None]:
@@ -439,7 +447,14 @@ def _model(
             f"(weights=PATH) to measure your own, or a baseline model: {', '.join(BASELINES)}"
         )
     restorer = Restorer(
-        record.name, weights=weights, pretrained=pretrained if weights is None else True, device=device, tile=tile
+        record.name,
+        weights=weights,
+        pretrained=pretrained if weights is None else True,
+        device=options.device,
+        dtype=options.dtype,
+        tile=tile,
+        allow_unpinned=options.allow_unpinned,
+        progress=options.progress,
     )
     from .image import Planar
 

@@ -25,6 +25,7 @@ from PIL import Image
 from . import image as rkimage
 from .devices import pick_device
 from .errors import InputError, RestorekitError
+from .options import run_options
 from .registry import ArchSpec, WeightRecord, get_arch, get_record
 from .tiling import TilePlan, auto_tile_size, free_memory, is_oom, run_tiled
 
@@ -32,15 +33,6 @@ __all__ = ["Restorer", "pick_device", "pick_dtype"]
 
 log = logging.getLogger("restorekit")
 
-_DTYPES = {
-    "float32": torch.float32,
-    "float16": torch.float16,
-    "bfloat16": torch.bfloat16,
-    "fp32": torch.float32,
-    "fp16": torch.float16,
-    "bf16": torch.bfloat16,
-    "half": torch.float16,
-}
 _BLEND = 16  # pixels of smooth cross-fade between tiles, beyond the receptive-field margin
 _UNBOUNDED_MARGIN = 32  # margin for networks with a global receptive field (seams are blended, not exact)
 # Mirrored surroundings given to every side of every image (or the receptive field, where smaller). A network
@@ -56,24 +48,9 @@ _RANGE_SLACK = 0.5 / 255
 
 
 def pick_dtype(dtype: str | torch.dtype, device: torch.device, record: WeightRecord) -> torch.dtype:
-    """Half precision only on an accelerator, and only where the record lists it as validated."""
-    if dtype == "auto":
-        if device.type in ("cuda", "mps"):
-            if "float16" in record.dtypes:
-                return torch.float16
-            if "bfloat16" in record.dtypes and device.type == "cuda" and torch.cuda.is_bf16_supported():
-                return torch.bfloat16
-        return torch.float32
-    want = dtype if isinstance(dtype, torch.dtype) else _DTYPES.get(str(dtype))
-    if want is None:
-        raise InputError(f"Unknown dtype {dtype!r}: use 'auto', 'float32', 'float16' or 'bfloat16'.")
-    name = str(want).removeprefix("torch.")
-    if name not in record.dtypes:
-        raise InputError(
-            f"{record.name} is validated only for {', '.join(record.dtypes)}, not {name}; "
-            "use dtype='auto' or 'float32'."
-        )
-    return want
+    """Half precision only on an accelerator, and only where the record lists it as validated
+    (:meth:`restorekit.options.RunOptions.dtype_for`)."""
+    return run_options(device, dtype).dtype_for(record)
 
 
 class Restorer:
@@ -86,6 +63,12 @@ class Restorer:
     ``run`` accepts a path, a PIL image, a numpy array (HW or HWC; uint8, uint16 or float in
     [0, 1]), a torch tensor (CHW or NCHW float in [0, 1]) or a list of them, and returns the same
     kind (a path input returns the written path when ``output=`` is given, else a numpy array).
+
+    ``device``, ``dtype``, ``allow_unpinned`` and ``progress`` mean what they mean for every entry point
+    (:mod:`restorekit.options`): ``device="auto"`` picks cuda, then mps, then cpu; ``dtype="auto"`` is float32
+    or a half precision the record validates on an accelerator; ``allow_unpinned`` opts in to weights whose
+    upstream publishes no checksum (None: ``$RESTOREKIT_ALLOW_UNPINNED``); ``progress`` shows bars for the
+    weights' download and for tiles (None: when stderr is a terminal).
     """
 
     def __init__(
@@ -99,19 +82,31 @@ class Restorer:
         dtype: str | torch.dtype = "auto",
         tile: int | str | None = "auto",
         pretrained: bool = True,
-        progress: bool = False,
+        allow_unpinned: bool | None = None,
+        progress: bool | None = None,
     ) -> None:
         from .weights import load_model
 
+        self.options = run_options(device, dtype, allow_unpinned, progress)
         self.record: WeightRecord = get_record(name, task, scale=scale)
         self.spec: ArchSpec = get_arch(self.record.arch)
-        self.device = pick_device(device)
-        self.dtype = pick_dtype(dtype, self.device, self.record)
+        self.device = self.options.device
+        self.dtype = self.options.dtype_for(self.record)
         if not (tile in ("auto", None) or (isinstance(tile, int) and not isinstance(tile, bool) and tile >= 0)):
             raise InputError(f"tile must be 'auto', None/0 (whole image) or a positive size in pixels, not {tile!r}")
         self.tile = tile
-        self.progress = progress
-        self.model = load_model(self.record.name, weights=weights, pretrained=pretrained, device=self.device)
+        self.progress = self.options.progress
+        # The network stays float32 (a tile whose half result is not finite is redone with it); the half copy
+        # is made below.
+        self.model = load_model(
+            self.record.name,
+            weights=weights,
+            pretrained=pretrained,
+            device=self.device,
+            dtype="float32",
+            allow_unpinned=self.options.allow_unpinned,
+            progress=self.options.progress,
+        )
         # Inpainting/colourisation networks take a mask as one extra input channel (see run(mask=)).
         self.mask_channels = int(getattr(self.model, "mask_channels", 0))
         # Mirrored pixels around every image (see _CONTEXT). Not for masked models: mirroring the mask would
@@ -356,16 +351,13 @@ class Restorer:
 
     def _run_tiled(self, x: torch.Tensor, tile: int) -> torch.Tensor:
         plan = TilePlan(tile=tile, overlap=self.overlap, margin=self.margin)
-        bar = None
-        if self.progress:
-            from tqdm.auto import tqdm
+        from tqdm.auto import tqdm
 
-            bar = tqdm(desc=self.record.name, unit="tile", leave=False)
+        bar = tqdm(desc=self.record.name, unit="tile", leave=False, disable=self.options.bar_disabled)
 
         def tick(done: int, total: int) -> None:
-            if bar is not None:
-                bar.total = total
-                bar.update(1)
+            bar.total = total
+            bar.update(1)
 
         try:
             return run_tiled(
@@ -378,8 +370,7 @@ class Restorer:
                 progress=tick,
             )
         finally:
-            if bar is not None:
-                bar.close()
+            bar.close()
 
     def _run_tile(self, x: torch.Tensor) -> torch.Tensor:
         """One forward pass on the device; a non-finite half-precision result is redone in fp32."""

@@ -29,7 +29,15 @@ import torch
 from tqdm import tqdm as _tqdm
 
 from . import registry
-from .errors import ChecksumError, ConversionError, OutputError, WeightsError, WeightsNotAvailableError
+from .errors import (
+    ChecksumError,
+    ConversionError,
+    OutputError,
+    UnknownModelError,
+    WeightsError,
+    WeightsNotAvailableError,
+)
+from .options import RunOptions, run_options
 from .registry import ArchSpec, HubSource, UrlSource, WeightRecord
 
 __all__ = [
@@ -453,7 +461,7 @@ def _hf_cached(hub: HubSource) -> Path | None:
     return Path(found) if isinstance(found, str) else None  # a str path, None, or the "known absent" marker
 
 
-def _hf_download(hub: HubSource, *, progress: bool) -> Path:
+def _hf_download(hub: HubSource, *, progress: bool | None) -> Path:
     """Download ``hub`` into the Hugging Face cache (``models--org--name/blobs/<sha256>`` and the snapshot entry
     ``snapshots/<commit>/<filename>`` pointing at it, the layout huggingface_hub reads) and return the entry.
 
@@ -583,7 +591,9 @@ def _resolve_hub_cache(record: WeightRecord, hub: HubSource, attempts: list[str]
     return None
 
 
-def _resolve_hub_download(record: WeightRecord, hub: HubSource, attempts: list[str], progress: bool) -> Path | None:
+def _resolve_hub_download(
+    record: WeightRecord, hub: HubSource, attempts: list[str], progress: bool | None
+) -> Path | None:
     endpoint = _hf_endpoint() or "the default hub endpoint"
     label = _hub_label(hub)
     logger.info("%s: downloading %s from %s", record.name, label, endpoint)
@@ -636,7 +646,7 @@ def _download_suffix(up: UrlSource) -> str:
     return ".safetensors" if up.format == "safetensors" else ".pt"
 
 
-def _fetch_url(up: UrlSource, dest: Path, progress: bool, desc: str) -> None:
+def _fetch_url(up: UrlSource, dest: Path, progress: bool | None, desc: str) -> None:
     """Stream ``up.url`` into ``dest`` with bounded waits and retries (:func:`_download`); raise when it fails."""
     # identity: a compressed body would make Content-Length useless for spotting truncation.
     headers = {"Accept-Encoding": "identity", "User-Agent": _user_agent()}
@@ -735,7 +745,7 @@ def _is_transient_network(exc: BaseException) -> bool:
     return isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError, OSError))
 
 
-def _download(url: str, dest: Path, *, label: str, desc: str, progress: bool, headers: dict[str, str]) -> None:
+def _download(url: str, dest: Path, *, label: str, desc: str, progress: bool | None, headers: dict[str, str]) -> None:
     """Fetch ``url`` into ``dest`` under the policy above; raise WeightsError naming ``url`` when it fails."""
     import time
 
@@ -779,7 +789,7 @@ def _cut_short(exc: BaseException, received: int, total: int | None, timeout: fl
 
 
 def _download_once(
-    url: str, dest: Path, *, desc: str, progress: bool, headers: dict[str, str], timeout: float, deadline: float
+    url: str, dest: Path, *, desc: str, progress: bool | None, headers: dict[str, str], timeout: float, deadline: float
 ) -> None:
     import time
 
@@ -832,7 +842,7 @@ def _download_once(
                 unit_scale=True,
                 unit_divisor=1024,
                 desc=desc,
-                disable=not progress,
+                disable=None if progress is None else not progress,  # None: only on a terminal
                 leave=False,
             ) as bar,
         ):
@@ -874,7 +884,7 @@ def _verify_upstream(path: Path, up: UrlSource, record: WeightRecord) -> None:
             )
 
 
-def _resolve_upstream_download(record: WeightRecord, attempts: list[str], progress: bool) -> Path | None:
+def _resolve_upstream_download(record: WeightRecord, attempts: list[str], progress: bool | None) -> Path | None:
     up = record.upstream
     assert up is not None
     spec = registry.get_arch(record.arch)
@@ -926,7 +936,7 @@ def _url_name(up: UrlSource) -> str:
     return Path(unquote(urlsplit(up.url).path)).name or "download"
 
 
-def _fetch_companions(record: WeightRecord, folder: Path, attempts: list[str], progress: bool) -> bool:
+def _fetch_companions(record: WeightRecord, folder: Path, attempts: list[str], progress: bool | None) -> bool:
     """Download and verify ``record.upstream.companions`` into ``folder`` (False, with the reason, on failure)."""
     assert record.upstream is not None
     for extra in record.upstream.companions:
@@ -986,12 +996,15 @@ def _allow_unpinned(explicit: bool | None) -> bool:
     return _env_flag("RESTOREKIT_ALLOW_UNPINNED")
 
 
-def resolve(record: WeightRecord, *, progress: bool = True, allow_unpinned: bool | None = None) -> Path:
+def resolve(record: WeightRecord, *, progress: bool | None = None, allow_unpinned: bool | None = None) -> Path:
     """Return the path of a verified restorekit safetensors file for ``record``, fetching it if needed.
 
     ``allow_unpinned`` (default: ``$RESTOREKIT_ALLOW_UNPINNED``) permits downloading an upstream file that
-    has no published digest (``UrlSource(pinned=False)``), trusting it on first use.
+    has no published digest (``UrlSource(pinned=False)``), trusting it on first use. ``progress`` shows the
+    downloads' progress bars (None: when stderr is a terminal), as everywhere (:mod:`restorekit.options`).
     """
+    options = run_options("cpu", allow_unpinned=allow_unpinned, progress=progress)  # checks the flags; no device
+    progress, allow_unpinned = options.progress, options.allow_unpinned
     if not record.published:
         raise WeightsNotAvailableError(_unpublished_message(record))
     attempts: list[str] = []
@@ -1088,11 +1101,17 @@ def _read_user_weights(
     return read_checkpoint(path, spec, record.config), None
 
 
-def _load_file_model(path: Path, device: torch.device) -> torch.nn.Module:
+def _load_file_model(path: Path, options: RunOptions) -> torch.nn.Module:
     state_dict, header = read_weights(path)
     model = build_model(header["arch"], header["config"])
     _load_state(model, state_dict, str(path))
-    return model.to(device).eval()
+    record = None
+    if header.get("name"):  # a file of a registered model: its record says which dtypes are validated
+        try:
+            record = registry.get_record(header["name"])
+        except UnknownModelError:
+            record = None
+    return model.to(options.device, options.dtype_for(record)).eval()
 
 
 _NOTICED: set[str] = set()
@@ -1112,26 +1131,51 @@ def load_model(
     scale: int | None = None,
     weights: str | os.PathLike[str] | None = None,
     pretrained: bool = True,
-    device: str | torch.device = "cpu",
+    device: str | torch.device = "auto",
+    dtype: str | torch.dtype = "auto",
     allow_unpinned: bool | None = None,
+    progress: bool | None = None,
 ) -> torch.nn.Module:
     """Build a registered model (or the one a restorekit ``.safetensors`` file describes) in eval mode.
 
     ``weights=PATH`` loads a local file instead of the published weights (ours or a foreign checkpoint);
-    ``pretrained=False`` leaves the network randomly initialised; ``allow_unpinned`` as in :func:`resolve`.
-    """
-    from .devices import pick_device
+    ``pretrained=False`` leaves the network randomly initialised. ``device``, ``dtype``, ``allow_unpinned`` and
+    ``progress`` mean what they mean for :class:`~restorekit.Restorer` (:mod:`restorekit.options`):
+    ``device="auto"`` is cuda, then mps, then cpu; ``dtype="auto"`` float32 unless the record validates a half
+    precision on an accelerator; ``allow_unpinned`` (None: ``$RESTOREKIT_ALLOW_UNPINNED``) permits weights
+    whose upstream publishes no checksum; ``progress`` shows the download's progress bar (None: when stderr
+    is a terminal).
 
-    device = pick_device(device)
+    The bare network does none of the :class:`~restorekit.Restorer`'s work (padding, tiling, colour
+    conversion, clamping). It takes and returns (N, C, H, W) tensors in its architecture's value range,
+    ``restorekit.registry.get_arch(arch).value_range`` (also ``model_info(name)["value_range"]``):
+
+    - ``msrn``: RGB in **0..255** (the authors' convention; the mean shift is inside the network), output
+      ``scale`` times larger;
+    - ``memnet``: one channel (grey or the Y of YCbCr) in 0..1; returns a ``MemNetOutput`` whose ``.output``
+      is the image (``.block_outputs`` the per-block estimates); SR models expect the bicubic-upsampled image;
+    - ``mprnet``: RGB in 0..1, sides a multiple of 8; returns ``[final, stage 2, stage 1]`` images;
+    - ``dsrir``: RGB in 0..1, sides a multiple of 8; returns ``([img3, img2, img1], [var3, var2, var1])``,
+      ``img3`` the restoration and ``var*`` per-stage uncertainty (log-scale) maps;
+    - ``spatial_rnn``: RGB in 0..1 (plus a mask channel for inpainting and colourisation), output in 0..1.
+
+    ``restorekit.registry.get_arch(arch).select_output`` picks the image out of a multi-output network's result.
+
+    >>> net = load_model("msrn.sr_x2", pretrained=False, device="cpu")
+    >>> net(torch.rand(1, 3, 8, 8) * 255).shape
+    torch.Size([1, 3, 16, 16])
+    """
+    options = run_options(device, dtype, allow_unpinned, progress)
     if isinstance(name, os.PathLike) or str(name).lower().endswith(".safetensors"):
         if weights is not None:
             raise ValueError("pass a weights file either as the model name or as weights=, not both")
         path = Path(name)
         _weights_file(path, "weights file")
-        return _load_file_model(path, device)
+        return _load_file_model(path, options)
     if weights is not None and not pretrained:
         raise ValueError("weights= and pretrained=False contradict each other; pass one of them")
     record = registry.get_record(name, task, scale=scale)
+    want = options.dtype_for(record)
     spec = registry.get_arch(record.arch)
     config: Mapping[str, Any] = record.config
     state_dict: dict[str, torch.Tensor] | None = None
@@ -1141,7 +1185,7 @@ def load_model(
         if header is not None:
             config = header["config"]
     elif pretrained:
-        path = resolve(record, allow_unpinned=allow_unpinned)
+        path = resolve(record, allow_unpinned=options.allow_unpinned, progress=options.progress)
         source = f"{record.name} ({path})"
         _notice_license(record)
         state_dict, header = read_weights(path)
@@ -1150,7 +1194,7 @@ def load_model(
     model = build_model(record.arch, config)
     if state_dict is not None:
         _load_state(model, state_dict, source)
-    return model.to(device).eval()
+    return model.to(options.device, want).eval()
 
 
 def convert(

@@ -310,3 +310,43 @@ def test_a_few_training_steps_reduce_the_multi_supervised_loss():
         opt.step()
         losses.append(float(loss.detach()))
     assert losses[-1] < 0.5 * losses[0]
+
+
+# ------------------------------------------------------------------------------------------------ PyTorch ports
+
+
+def test_an_unshared_ports_checkpoint_is_named_as_such(tmp_path):
+    # One convolution pair per recursion (the benchmark's unshared baseline has that layout): not mappable.
+    from restorekit.errors import ConversionError
+    from restorekit.weights import convert
+
+    base = _load_bench().UnsharedMemNet(**TINY)
+    src = tmp_path / "unshared.pth"
+    torch.save(base.state_dict(), src)
+    with pytest.raises(ConversionError) as info:
+        convert(src, tmp_path / "out.safetensors", arch="memnet", config=TINY)
+    message = str(info.value)
+    assert "from a PyTorch port of MemNet that restorekit does not support" in message, message
+    assert "12 3x3 4->4 convolutions, one pair per recursion" in message and "shares one pair across the 3" in message
+    assert "missing keys" not in message and not (tmp_path / "out.safetensors").exists()
+
+
+def test_a_vandermode_style_checkpoint_is_named_as_such(tmp_path):
+    # The module names of Vandermode/pytorch-MemNet (architectures.md §2), wrapped as DataParallel saves them.
+    from restorekit.errors import ConversionError
+    from restorekit.weights import load_model
+
+    keys = ["feature_extractor.bn.weight", "feature_extractor.conv.weight"]
+    keys += [f"dense_memory.0.recursive_unit.{r}.relu_conv{i}.conv.weight" for r in range(6) for i in (1, 2)]
+    keys += ["dense_memory.0.gate_unit.conv.weight", "reconstructor.conv.weight"]
+    src = tmp_path / "port.pth"
+    torch.save({"state_dict": {f"module.{k}": torch.zeros(2, 2, 3, 3) for k in keys}}, src)
+    with pytest.raises(ConversionError) as info:
+        load_model("memnet.denoise_s50", weights=src, device="cpu")
+    message = str(info.value)
+    assert "from a PyTorch port of MemNet that restorekit does not support" in message, message
+    assert "its keys are a port's, e.g. feature_extractor.bn.weight" in message
+    # Our own keys are still ours: a tiny network's state dict goes through unchanged.
+    ours = MemNet(**TINY).state_dict()
+    filtered = get_arch("memnet").filter_checkpoint(dict(ours), {**get_arch("memnet").default_config, **TINY})
+    assert filtered.keys() == ours.keys()

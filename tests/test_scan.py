@@ -179,6 +179,52 @@ def test_torch_compile_parity(native):
     torch.testing.assert_close(compiled(x, g), f(x, g))
 
 
+# torch.compile of the spatial RNN as a user's first call in a new process: nothing has loaded the native library,
+# so dynamo meets the build (a threading.Lock, a file lock) while tracing. The test above cannot see that: its
+# process loaded the library before compiling.
+_FRESH_COMPILE = """
+    import sys, torch
+    from restorekit import ops
+    from restorekit.archs.spatial_rnn import SpatialRNN
+    assert "torch._dynamo" not in sys.modules, "importing the scan must not import torch._dynamo"
+    torch.manual_seed(0)
+    net = SpatialRNN(channels=4, pool_channels=2, guide=(4, 4, 4, 4, 4), head=4).eval()
+    x = torch.rand(1, 3, 16, 20)
+    assert not ops._state["loaded"], "the library must not be loaded before the compiled call"
+    targets = []
+
+    def recording(gm, example_inputs):
+        targets.extend(str(node.target) for node in gm.graph.nodes if node.op == "call_function")
+        return gm.forward
+
+    compiled = torch.compile(net, fullgraph=True, backend=BACKEND)
+    with torch.no_grad():
+        got = compiled(x)
+        want = net(x)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    print(ops.backend(), sum("restorekit.scan" in t for t in targets))
+"""
+
+
+def _compile_in_fresh_process(backend: str) -> list[str]:
+    cache = os.path.dirname(os.path.dirname(ops.backend_info()["library"]))  # the library the fixture built
+    code = textwrap.dedent(_FRESH_COMPILE).replace("BACKEND", backend)
+    out = _run(code, RESTOREKIT_EXT_CACHE=cache, OMP_NUM_THREADS="1", **{ops.BACKEND_ENV: "auto"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout.split()
+
+
+def test_compile_fullgraph_in_a_fresh_process(native):
+    # dynamo traces the whole network into one graph, with the eight scans as calls of the native op.
+    assert _compile_in_fresh_process("recording") == ["native", "8"]
+
+
+@pytest.mark.slow
+def test_compile_fullgraph_inductor_in_a_fresh_process(native):
+    # The same with the default backend, as a user writes it: torch.compile(net, fullgraph=True).
+    assert _compile_in_fresh_process('"inductor"')[0] == "native"
+
+
 def test_backend_env_forces_the_reference(native, monkeypatch):
     x, g = _inputs((1, 2, 6, 7))
     assert ops.backend() == "native" and ops.backend_info()["backend"] == "native"

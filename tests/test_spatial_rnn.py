@@ -200,3 +200,29 @@ def test_masked_outputs_keep_what_the_input_knows():
         # The luma is the input's everywhere (the input's colour off the hints does not matter).
         y_in, y_out = rgb_to_ycbcr(img)[:, :1], rgb_to_ycbcr(coloured)[:, :1]
         assert (y_in - y_out).abs().max() < 1e-5
+
+
+def test_a_coldog2333_port_checkpoint_is_named_as_such(tmp_path):
+    # Coldog2333/Spatial-RNN's module names (DCNN.conv1..9, LRNN_in_conv, LRNN_out_conv); another network.
+    from restorekit.errors import ConversionError
+    from restorekit.weights import convert, load_model
+
+    shapes = {"DCNN.conv1": (16, 15, 5, 5), "DCNN.conv9": (64, 48, 3, 3), "LRNN_in_conv": (16, 15, 3, 3)}
+    shapes["LRNN_out_conv"] = (3, 16, 3, 3)
+    sd = {f"{k}.weight": torch.zeros(s) for k, s in shapes.items()} | {
+        f"{k}.bias": torch.zeros(s[0]) for k, s in shapes.items()
+    }
+    src = tmp_path / "spatial_rnn.pth"
+    torch.save({f"module.{k}": v for k, v in sd.items()}, src)  # as nn.DataParallel saves it
+    for attempt in (
+        lambda: load_model("spatial_rnn.denoise", weights=src, device="cpu"),
+        lambda: convert(src, tmp_path / "out.safetensors", model="spatial_rnn.denoise"),
+    ):
+        with pytest.raises(ConversionError) as info:
+            attempt()
+        message = str(info.value)
+        assert "from Coldog2333/Spatial-RNN (keys such as DCNN.conv1.weight), a PyTorch port" in message, message
+        assert "restorekit does not support" in message and "missing keys" not in message
+    # Our own keys pass unchanged.
+    ours = SpatialRNN(**TINY).state_dict()
+    assert SPEC.filter_checkpoint(dict(ours), {**SPEC.default_config, **TINY}).keys() == ours.keys()

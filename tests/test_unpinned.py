@@ -5,14 +5,19 @@ Served by the real local file server (tests/servers.py), in PaddleGAN's .pdparam
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
+import io
 import logging
 import pickle
+import sys
 import warnings
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from restorekit import registry, weights
 from restorekit.archs.mprnet import CAB, LICENSE_NOTICE, MPRNet
@@ -125,3 +130,79 @@ def test_pinned_flag_is_validated():
     with pytest.raises(ValueError, match="drop pinned=False"):
         WeightRecord(**base, upstream=UrlSource("http://127.0.0.1/x.pt", sha256="a" * 64, pinned=False))
     WeightRecord(**base, upstream=UrlSource("http://127.0.0.1/x.pdparams", format="paddle", pinned=False))
+
+
+# ------------------------------------------------------------------ one set of options for every entry point
+
+
+def _entry_points(tmp_path):
+    """Each entry point that fetches weights, as a call taking the shared keywords."""
+    from restorekit import Restorer
+    from restorekit.cli import main
+    from restorekit.evaluate import evaluate
+
+    data = tmp_path / "bench"
+    for sub in ("input", "target"):
+        (data / sub).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((16, 16, 3), 120, np.uint8)).save(data / sub / "a.png")
+
+    def cli(*argv: str):
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            code = main([*argv])
+        sys.stderr.write(err.getvalue())  # for capsys
+        if code != 0:
+            raise WeightsNotAvailableError(f"restorekit {' '.join(argv)} exited with {code}: {err.getvalue()}")
+
+    def flags(allow_unpinned=None, progress=None):
+        out = [] if allow_unpinned is None else ["--allow-unpinned" if allow_unpinned else "--no-allow-unpinned"]
+        return out + ([] if progress is None else ["--progress" if progress else "--no-progress"])
+
+    return {
+        "resolve": lambda rec, **kw: resolve(rec, **kw),
+        "load_model": lambda rec, **kw: load_model(rec.name, device="cpu", **kw),
+        "Restorer": lambda rec, **kw: Restorer(rec.name, device="cpu", **kw),
+        "evaluate": lambda rec, **kw: evaluate(rec.name, data, device="cpu", **kw),
+        "cli download": lambda rec, **kw: cli("download", rec.name, *flags(**kw)),
+        "cli run": lambda rec, **kw: cli(
+            "run", rec.name, str(data / "input"), "-o", str(tmp_path / "out"), *flags(**kw)
+        ),
+        "cli eval": lambda rec, **kw: cli("eval", rec.name, "--data", str(data), *flags(**kw)),
+    }
+
+
+ENTRY_POINTS = ["resolve", "load_model", "Restorer", "evaluate", "cli download", "cli run", "cli eval"]
+
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+def test_every_entry_point_takes_allow_unpinned(served, monkeypatch, tmp_path, entry):
+    rec, _, _, server = served
+    call = _entry_points(tmp_path)[entry]
+    monkeypatch.setattr(weights, "_NOTICED", {rec.name})  # the license notice has its own test
+    monkeypatch.setenv("RESTOREKIT_ALLOW_UNPINNED", "1")
+    with pytest.raises(WeightsNotAvailableError, match="publishes no checksum"):  # False wins over the environment
+        call(rec, allow_unpinned=False, progress=False)
+    assert server.requests == []
+    monkeypatch.delenv("RESTOREKIT_ALLOW_UNPINNED")
+    with pytest.raises(WeightsNotAvailableError, match="publishes no checksum"):  # unset: the environment says no
+        call(rec, progress=False)
+    assert server.requests == []
+    call(rec, allow_unpinned=True, progress=False)
+    assert [path for _, path in server.requests] == ["/models/MPR_Deblurring.pdparams"]
+
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+def test_progress_means_the_download_bar_too_everywhere(served, monkeypatch, tmp_path, capsys, entry):
+    rec, _, _, server = served
+    call = _entry_points(tmp_path)[entry]
+    monkeypatch.setattr(weights, "_NOTICED", {rec.name})
+    call(rec, allow_unpinned=True, progress=False)
+    assert rec.name not in capsys.readouterr().err
+    weights.cache_dir().joinpath("converted").rename(tmp_path / "old")  # fetch again
+    call(rec, allow_unpinned=True)  # None: bars only on a terminal, and captured stderr is not one
+    assert rec.name not in capsys.readouterr().err
+    weights.cache_dir().joinpath("converted").rename(tmp_path / "older")
+    call(rec, allow_unpinned=True, progress=True)
+    err = capsys.readouterr().err
+    assert f"{rec.name}:" in err and "B/s" in err, err  # tqdm's download bar: "name: 100%|...| 12.3kB/s"
+    assert len([path for _, path in server.requests if path.endswith(".pdparams")]) == 3

@@ -203,12 +203,53 @@ def _fit(layer: str, index: int, blob: torch.Tensor, shape: tuple[int, ...]) -> 
 def _filter_checkpoint(state_dict: dict[str, Any], config: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     """Map the authors' MemNet files to our keys: a ``.caffemodel`` (as read by
     :func:`restorekit.convert.caffe.read_caffemodel`) or an MXNet ``.params`` with its graph (as read by
-    :func:`restorekit.convert.mxnet.read_params`)."""
+    :func:`restorekit.convert.mxnet.read_params`). A PyTorch port's checkpoint is refused with the reason."""
     if any(isinstance(k, str) and k.startswith(_MX_PREFIXES) for k in state_dict):
         return _filter_mxnet(state_dict, config)
     if state_dict and all(isinstance(k, str) and "/" not in k for k in state_dict):
+        port = _unsupported_port(state_dict, config)
+        if port is not None:
+            raise ConversionError(port)
         return dict(state_dict)  # already restorekit's own keys (a torch or safetensors file of this network)
     return _filter_caffe(state_dict, config)
+
+
+# Module names of PyTorch re-implementations of MemNet (Vandermode/pytorch-MemNet and the ports built on it:
+# feature_extractor, dense_memory.{m}.recursive_unit.{r}.relu_conv{1,2}, gate_unit, reconstructor).
+_PORT_KEY = re.compile(r"(?:^|\.)(?:recursive_unit|dense_memory|feature_extractor|gate_unit|reconstructor)\.")
+
+
+def _unsupported_port(state_dict: Mapping[str, Any], config: Mapping[str, Any]) -> str | None:
+    """Why ``state_dict`` is a PyTorch port's MemNet, which no mapping can turn into the authors' network; None
+    when it is not one (ours, or something the key check will report on).
+
+    The ports give every recursion its own pair of 3x3 convolutions (2 * blocks * recursions of them), where the
+    authors' network shares one pair across the recursions of a block (2 * blocks): per-recursion weights
+    trained apart have no shared equivalent. Recognised by the ports' module names or by that count."""
+    keys = [k for k in state_dict if isinstance(k, str)]
+    if "memory.0.conv_a.weight" in state_dict or not keys:
+        return None
+    blocks, recursions, channels = int(config["blocks"]), int(config["recursions"]), int(config["channels"])
+    square = sum(
+        1 for v in state_dict.values() if isinstance(v, torch.Tensor) and tuple(v.shape) == (channels, channels, 3, 3)
+    )
+    named = [k for k in keys if _PORT_KEY.search(k)]
+    unshared = recursions > 1 and square == 2 * blocks * recursions
+    if not (named or unshared):
+        return None
+    evidence = f"its keys are a port's, e.g. {named[0]}" if named else f"its keys (e.g. {keys[0]}) are not restorekit's"
+    count = (
+        f"it holds {square} 3x3 {channels}->{channels} convolutions, one pair per recursion"
+        if unshared
+        else "such ports give every recursion its own pair of convolutions"
+    )
+    return (
+        f"this checkpoint is from a PyTorch port of MemNet that restorekit does not support ({evidence}): {count}, "
+        f"while the authors' network, which restorekit implements, shares one pair across the {recursions} "
+        f"recursions of a block ({2 * blocks} for {blocks} blocks), so its weights cannot be mapped onto it. "
+        "restorekit reads the authors' own models: `load_model('memnet')` fetches them (see `restorekit list --arch "
+        "memnet`), and `restorekit convert` reads their .caffemodel and MXNet .params files."
+    )
 
 
 def _filter_caffe(state_dict: dict[str, Any], config: Mapping[str, Any]) -> dict[str, torch.Tensor]:

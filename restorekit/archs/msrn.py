@@ -179,7 +179,7 @@ def _record(scale: int) -> WeightRecord:
         size_multiple=1,
         dtypes=("float32",),
         params=_PARAMS[scale],
-        # restorekit's own retrained weights come with the training issue; the entry stays unpublished until then.
+        # No restorekit-trained MSRN weights yet: the hub entry stays unpublished until they are.
         hub=HubSource(repo_id="restorekit/msrn", filename=f"msrn_sr_x{scale}.safetensors"),
         upstream=UrlSource(url=_UPSTREAM.format(s=scale), format="torch", git_blob_sha1=_BLOBS[scale]),
         license="MIT (MIVRC/MSRN-PyTorch)",
@@ -187,8 +187,7 @@ def _record(scale: int) -> WeightRecord:
         paper=_PAPER,
         metrics=reported,
         default=scale == 4,
-        notes="restorekit's own hub weights are not published yet (they come with the training issue); "
-        "the authors' checkpoint is used meanwhile",
+        notes="restorekit's own hub weights are not published yet; the authors' checkpoint is used meanwhile",
     )
 
 

@@ -28,14 +28,14 @@ Masked tasks (``condition``): the network then takes one more input channel, a m
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import InputError
+from ..errors import ConversionError, InputError
 from ..image import rgb_to_grey
 from ..registry import ArchSpec, BundledSource, HubSource, Metric, WeightRecord, register_arch, register_weights
 
@@ -191,6 +191,27 @@ def _build(**config: Any) -> SpatialRNN:
     return SpatialRNN(**config)
 
 
+# Coldog2333/Spatial-RNN, a PyTorch re-implementation, names its modules DCNN.conv1 ... DCNN.conv9 (the guidance
+# network), LRNN_in_conv and LRNN_out_conv.
+_COLDOG_KEYS = ("DCNN.", "LRNN_in_conv.", "LRNN_out_conv.")
+
+
+def _filter_checkpoint(state_dict: dict[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
+    """Our keys pass unchanged (they are the authors' Caffe layer names); a port's checkpoint is refused with the
+    reason instead of a list of missing keys."""
+    ported = [k for k in state_dict if isinstance(k, str) and k.startswith(_COLDOG_KEYS)]
+    if ported:
+        raise ConversionError(
+            f"this checkpoint is from Coldog2333/Spatial-RNN (keys such as {ported[0]}), a PyTorch port that "
+            "restorekit does not support: it is another network than the authors' LRNN v1 that restorekit "
+            "implements (a 15-channel input of RGB and pooled copies, single scans in parallel instead of two "
+            "cascaded per direction, one output convolution instead of conv10 + conv11), so its weights cannot be "
+            "mapped onto it. Use restorekit's bundled weights (Restorer('spatial_rnn.denoise') and the other "
+            "spatial_rnn models) or train your own with restorekit-train."
+        )
+    return dict(state_dict)
+
+
 # Peak activation bytes per input pixel, fp32, full size (tests/benchmarks/footprint.py, 256x256, CPU).
 _FOOTPRINT = 2_000.0  # measured 1,972 (native scans)
 
@@ -210,6 +231,7 @@ SPEC = register_arch(
         paper="Liu, Pan, Yang. Learning Recursive Filters for Low-Level Vision via a Hybrid Neural Network. ECCV 2016",
         receptive_field=None,  # the scans reach along whole rows and columns
         footprint=_FOOTPRINT,
+        filter_checkpoint=_filter_checkpoint,
     )
 )
 

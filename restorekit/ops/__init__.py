@@ -282,14 +282,32 @@ class _ReferenceScan(torch.autograd.Function):
         return dx, dg, None, None
 
 
+def _use_native(device_type: str) -> bool:
+    """:func:`_native_for` by device type, run eagerly even inside ``torch.compile``.
+
+    Dynamo cannot trace the build behind it (the ``threading.Lock`` in :func:`load_native`, the file lock, the
+    compiler), so it is marked as having a constant result: dynamo calls it once while tracing and puts the
+    answer in the graph, which then calls the native op (an opaque custom op with a fake kernel) or the
+    reference. A compiled graph keeps the backend it was traced with; ``RESTOREKIT_SCAN_BACKEND`` changed later
+    applies to new compilations. The mark is the attribute ``torch.compiler.assume_constant_result`` sets, set
+    directly because calling that function imports ``torch._dynamo`` (1.7 s) on the first use of the scan.
+    """
+    return _native_for(torch.device(device_type))
+
+
+_use_native._dynamo_marked_constant = True  # type: ignore[attr-defined]
+
+
 def scan(x: torch.Tensor, g: torch.Tensor, horizontal: bool = True, reverse: bool = False) -> torch.Tensor:
     """h_t = (1 - g_t) * x_t + g_t * h_{t-1} along W (``horizontal``) or H, forward or ``reverse``.
 
-    ``x`` and ``g`` have the same shape (..., H, W) and dtype; differentiable in both.
+    ``x`` and ``g`` have the same shape (..., H, W) and dtype; differentiable in both. Works under
+    ``torch.compile(fullgraph=True)``, also as the first call in a process (the library is built or loaded
+    while tracing, outside the graph).
     """
     if x.shape != g.shape:
         raise ValueError(f"scan needs one gate per element: x has shape {tuple(x.shape)}, g {tuple(g.shape)}")
     horizontal, reverse = bool(horizontal), bool(reverse)
-    if _native_for(x.device):
+    if _use_native(x.device.type):
         return torch.ops.restorekit.scan(x, g, horizontal, reverse)
     return _ReferenceScan.apply(x, g, horizontal, reverse)

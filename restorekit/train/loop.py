@@ -326,9 +326,9 @@ class Trainer:
         from ..weights import load_model
 
         if source == "pretrained":
-            start = load_model(self.record.name)
+            start = load_model(self.record.name, device="cpu")  # only its state dict is used
         else:
-            start = load_model(self.record.name, weights=source)
+            start = load_model(self.record.name, weights=source, device="cpu")
         try:
             self.model.load_state_dict(start.state_dict())
         except RuntimeError as exc:
