@@ -487,11 +487,11 @@ def test_a_time_budgeted_run_ends_within_five_percent_and_exports(images, tmp_pa
 
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out = tmp_path / "run"
-    budget = 15.0
+    budget = 30.0  # 5 % is 1.5 s: room for a busy machine's slowest step, which the reserve keeps free
     cmd = _fit_cmd(images, out, "--time-budget", f"{budget:g}s", "--steps", "10000000", "--workers", "0")
     cmd += ["--schedule", "cosine", "--warmup-steps", "50", "--ema-decay", "0.999", "--min-lr", "1e-6"]
     t0 = time.monotonic()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=180)
     wall = time.monotonic() - t0
     assert proc.returncode == 0, proc.stderr
     assert abs(wall - budget) <= 0.05 * budget, wall
