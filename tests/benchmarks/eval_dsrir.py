@@ -4,6 +4,7 @@ Runs :func:`restorekit.evaluate.evaluate` (what ``restorekit eval`` runs; each r
 
 - CBSD68 (colour) with seeded Gaussian noise at sigma 15, 25, 50: full-image RGB PSNR/SSIM;
 - CBSD68 with seeded synthetic haze (``restorekit.degrade.haze``, beta 0.6-1.8, airlight 0.7-1.0 per image);
+- CBSD68 with seeded synthetic rain streaks (``restorekit.degrade.rain``, the training's kind): PSNR/SSIM on Y;
 - the three Rain100L test pairs in ``derain/Rain100L_3``: PSNR/SSIM on Y (the paper's deraining convention);
 - for reference, ``spatial_rnn.denoise`` on CBSD68 sigma 25.
 
@@ -12,6 +13,7 @@ an exported file instead of the bundled one; ``--json`` writes every result; the
 ``Metric`` tuples that restorekit/archs/dsrir.py records.
 
     python tests/benchmarks/eval_dsrir.py --json dsrir_eval.json          # add --limit N, --only noise
+    python tests/benchmarks/eval_dsrir.py --only haze rain --limit 24     # haze and rain on 24 images
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ ROWS = [
         for s in (15, 25, 50)
     ),
     ("haze", "dsrir.all_in_one", "denoise/CBSD68", "haze", "full_image", "CBSD68 synthetic haze"),
+    ("rain", "dsrir.all_in_one", "denoise/CBSD68", "rain", "y_full", "CBSD68 synthetic rain"),
     ("rain", "dsrir.all_in_one", "derain/Rain100L_3", None, "y_full", "Rain100L (3 test pairs)"),
     ("reference", "spatial_rnn.denoise", "denoise/CBSD68", "noise:25", "full_image", "CBSD68 sigma 25"),
 ]
@@ -105,6 +108,8 @@ def main() -> None:
                 row[key + "_command"] = command(who, folder, deg, conv, weights if key == "model" else None)
                 row[key + "_seconds"] = time.perf_counter() - t0
             m, b = row["model_result"], row.get("baseline_result")
+            if args.limit and m["images"] == args.limit:  # a subset: say so wherever the figure goes
+                label = row["label"] = f"{label}, first {args.limit} images"
             versus = f"input {b['psnr']:6.2f} / {b['ssim']:.4f}   ({m['psnr'] - b['psnr']:+.2f} dB, " if b else "("
             print(f"{model:<20} {label:<26} {m['psnr']:6.2f} dB / {m['ssim']:.4f}   {versus}{m['images']} images)")
             print(f"    {row['model_command']}" + (f"\n    {row['baseline_command']}" if b else ""), flush=True)
