@@ -107,7 +107,8 @@ def _checkpoint_path(run: Path, checkpoint: str | int | os.PathLike[str]) -> Pat
     else:
         raise ExportError(f"checkpoint must be 'last', a step number or a .pt path, not {checkpoint!r}")
     if not path.is_file():
-        have = sorted(p.name for p in ckpts.glob("*.pt")) if ckpts.is_dir() else []
+        # not the hidden ".<name>.<random>.tmp.pt" of a save cut short
+        have = sorted(p.name for p in ckpts.glob("[!.]*.pt")) if ckpts.is_dir() else []
         raise ExportError(
             f"checkpoint {path} does not exist; {run} has: {', '.join(have) or 'no checkpoints'} "
             "(pass --checkpoint last, a step number, or a file)"
