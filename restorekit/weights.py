@@ -346,6 +346,16 @@ def _unwrap(obj: Any) -> Any:
     return obj
 
 
+def _strip_module_prefix(state: Mapping[Any, Any]) -> dict[Any, Any]:
+    """``state`` without the ``module.`` that DataParallel, DistributedDataParallel and AveragedModel put before
+    every key (other keys, and keys that are not strings, stay as they are).
+
+    >>> _strip_module_prefix({"module.conv.weight": 1, "head.bias": 2})
+    {'conv.weight': 1, 'head.bias': 2}
+    """
+    return {(k.removeprefix("module.") if isinstance(k, str) else k): v for k, v in state.items()}
+
+
 def read_checkpoint(
     path: str | os.PathLike[str], spec: ArchSpec, config: Mapping[str, Any], *, format: str = "auto"
 ) -> dict[str, torch.Tensor]:
@@ -377,9 +387,7 @@ def read_checkpoint(
     obj = _unwrap(obj)
     if not isinstance(obj, Mapping):
         raise ConversionError(f"{path} holds a {type(obj).__name__}, not a state dict")
-    state_dict = {
-        (k[len("module.") :] if isinstance(k, str) and k.startswith("module.") else k): v for k, v in obj.items()
-    }
+    state_dict = _strip_module_prefix(obj)
     if spec.filter_checkpoint is not None:
         state_dict = dict(spec.filter_checkpoint(state_dict, {**spec.default_config, **config}))
     bad = [

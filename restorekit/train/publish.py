@@ -127,6 +127,8 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def _clean_state(state: Any, path: Path, which: str) -> dict[str, torch.Tensor]:
+    from ..weights import _strip_module_prefix
+
     if not isinstance(state, Mapping):
         raise ExportError(f"{path}: the checkpoint's {which!r} entry is a {type(state).__name__}, not a state dict")
     out = {}
@@ -135,8 +137,8 @@ def _clean_state(state: Any, path: Path, which: str) -> dict[str, torch.Tensor]:
             continue
         if not isinstance(value, torch.Tensor):
             raise ExportError(f"{path}: {which}[{key!r}] is a {type(value).__name__}, not a tensor")
-        out[key.removeprefix("module.")] = value  # DDP / AveragedModel wrappers
-    return out
+        out[key] = value
+    return _strip_module_prefix(out)  # DDP / AveragedModel wrappers
 
 
 def _read_log(run: Path) -> tuple[int | None, dict[str, Any] | None]:
