@@ -33,6 +33,7 @@ import torch
 
 from .. import registry
 from ..errors import OutputExistsError, RestorekitError, WeightsError
+from ..options import DTYPES
 from ..registry import BundledSource, HubSource, Metric, WeightRecord
 from . import CHECKPOINT_FORMAT
 
@@ -48,7 +49,6 @@ __all__ = [
 ]
 
 _REQUIRED = ("format", "step", "arch", "model_name", "config", "model")
-_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 _RECORD_PY = "registry_record.py"
 _RECORD_JSON = "registry_record.json"
 _CARD = "README.md"
@@ -163,9 +163,9 @@ def _read_log(run: Path) -> tuple[int | None, dict[str, Any] | None]:
 
 
 def _cast(state: dict[str, torch.Tensor], dtype: str, path: Path) -> dict[str, torch.Tensor]:
-    if dtype not in _DTYPES:
-        raise ExportError(f"dtype must be one of {', '.join(_DTYPES)}, not {dtype!r}")
-    target = _DTYPES[dtype]
+    if dtype not in registry.DTYPES:
+        raise ExportError(f"dtype must be one of {', '.join(registry.DTYPES)}, not {dtype!r}")
+    target = DTYPES[dtype]
     out = {}
     for key, value in state.items():
         if value.is_floating_point():
@@ -596,7 +596,7 @@ def add_subcommands(subparsers: Any) -> None:
     p.add_argument("-o", "--output", required=True, help="folder to write the release files into")
     p.add_argument("--checkpoint", default="last", help="'last' (default), a step number, or a .pt file")
     p.add_argument("--weights", choices=("ema", "model"), default="ema", help="EMA weights when present (default)")
-    p.add_argument("--dtype", choices=tuple(_DTYPES), default="float16")
+    p.add_argument("--dtype", choices=registry.DTYPES, default="float16")
     p.add_argument("--eval-data", help="measure the exported file on this benchmark folder (restorekit eval)")
     p.add_argument("--eval-degrade", help="degradation for a folder of clean images, e.g. noise:25")
     p.add_argument("--name", help="registered model name (default: the one the run was trained for)")
