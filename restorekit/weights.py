@@ -107,8 +107,9 @@ def is_offline() -> bool:
 
 
 def _hf_endpoint() -> str | None:
+    """``$HF_ENDPOINT`` without a trailing slash; None when unset (huggingface_hub's default applies)."""
     endpoint = _env("HF_ENDPOINT")
-    return endpoint.rstrip("/") if endpoint else None
+    return (endpoint.rstrip("/") or None) if endpoint else None
 
 
 # --------------------------------------------------------------------------------------------------- digests
@@ -528,7 +529,10 @@ def _hf_download(hub: HubSource, *, progress: bool | None) -> Path:
     return pointer
 
 
-def _hf_token() -> str | None:
+def _hf_token(*, saved_login: bool = True) -> str | None:
+    """``$HF_TOKEN``, else (with ``saved_login``) the token ``hf auth login`` saved; None when neither is set."""
+    if not saved_login:
+        return _env("HF_TOKEN")
     try:
         from huggingface_hub import get_token
     except ImportError:  # pragma: no cover - very old huggingface_hub

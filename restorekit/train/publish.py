@@ -521,14 +521,15 @@ def push_folder(
     from huggingface_hub import HfApi
 
     from .._version import __version__
+    from ..weights import _hf_endpoint, _hf_token
 
     folder = Path(folder)
     if not folder.is_dir() or not any(p.is_file() for p in folder.rglob("*")):
         raise PushError(f"{folder} is not a folder with files to upload; run `restorekit-train export` first")
     if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo_id):
         raise PushError(f"repo id must look like 'namespace/name', not {repo_id!r}")
-    endpoint = (os.environ.get("HF_ENDPOINT") or "").rstrip("/") or None
-    token = token or os.environ.get("HF_TOKEN") or None
+    endpoint = _hf_endpoint()
+    token = token or _hf_token(saved_login=False)  # else HfApi finds the saved login itself
     api = HfApi(endpoint=endpoint, token=token, library_name="restorekit", library_version=__version__)
     where = api.endpoint
     try:
