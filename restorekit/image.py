@@ -28,7 +28,7 @@ import struct
 import tempfile
 import warnings
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -702,12 +702,18 @@ def write_image(path: str | os.PathLike, image: Planar, *, overwrite: bool = Tru
     return target
 
 
-def atomic_write(target: Path, write, *, overwrite: bool, mode: int | None = None) -> None:
+def atomic_write(
+    target: Path, write: Callable[[BinaryIO], object], *, overwrite: bool, mode: int | None = None, sync: bool = True
+) -> None:
     """Create ``target`` through a temporary file beside it (``.<name>.<random>.tmp<suffix>``), flushed to disk and
     then renamed: whatever happens, the target is either untouched or complete. ``write(f)`` fills the open file.
+    The one writer of every file restorekit produces (images, weights, tables, records, checkpoints, logs).
 
-    Without ``overwrite`` an existing target is never replaced, even one that appears while writing. A full disk,
-    a read-only folder or missing permissions raise :class:`~restorekit.errors.OutputError` naming the target."""
+    Without ``overwrite`` an existing target is never replaced, even one that appears while writing. ``mode``:
+    the file's permissions (default: what a plain ``open()`` would give). ``sync=False`` skips the fsync before
+    the rename, for files that are rewritten often and cheap to lose on a power cut (the rename stays atomic). A
+    full disk, a read-only folder or missing permissions raise :class:`~restorekit.errors.OutputError` naming
+    the target."""
     tmp: Path | None = None
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -717,7 +723,8 @@ def atomic_write(target: Path, write, *, overwrite: bool, mode: int | None = Non
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
-            os.fsync(f.fileno())
+            if sync:
+                os.fsync(f.fileno())
         try:
             os.chmod(tmp, _new_file_mode() if mode is None else mode)
         except OSError:

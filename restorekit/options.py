@@ -27,23 +27,20 @@ import torch
 
 from .devices import pick_device
 from .errors import InputError
+from .registry import DTYPE_ALIASES
+from .registry import DTYPES as _DTYPE_NAMES
 
 if TYPE_CHECKING:  # pragma: no cover
     from .registry import WeightRecord
 
 __all__ = ["RunOptions", "run_options", "DTYPES"]
 
-# The names a dtype may be given by; each maps to the torch dtype it means.
+# The names a dtype may be given by (registry.DTYPES, then their aliases); each maps to the torch dtype it means.
 DTYPES: dict[str, torch.dtype] = {
-    "float32": torch.float32,
-    "float16": torch.float16,
-    "bfloat16": torch.bfloat16,
-    "fp32": torch.float32,
-    "fp16": torch.float16,
-    "bf16": torch.bfloat16,
-    "half": torch.float16,
+    **{name: getattr(torch, name) for name in _DTYPE_NAMES},
+    **{alias: getattr(torch, name) for alias, name in DTYPE_ALIASES.items()},
 }
-_CHOICES = "'auto', 'float32', 'float16' or 'bfloat16'"
+_CHOICES = "'auto', " + ", ".join(repr(name) for name in _DTYPE_NAMES[:-1]) + f" or {_DTYPE_NAMES[-1]!r}"
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,10 @@ __all__ = [
 ]
 
 TASKS = ("sr", "denoise", "deblur", "derain", "dehaze", "jpeg", "smooth", "inpaint", "colorize", "all_in_one")
+# The dtypes a model can be validated for and run in, by name: WeightRecord.dtypes, --dtype, export's cast.
+# restorekit.options.DTYPES maps these and DTYPE_ALIASES to torch dtypes (torch is not imported here).
 DTYPES = ("float32", "float16", "bfloat16")
+DTYPE_ALIASES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "half": "float16"}
 GREY_ON_COLOR = ("y", "rgb")  # WeightRecord.grey_on_color
 _HEX40 = re.compile(r"^[0-9a-f]{40}$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")

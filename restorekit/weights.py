@@ -107,8 +107,9 @@ def is_offline() -> bool:
 
 
 def _hf_endpoint() -> str | None:
+    """``$HF_ENDPOINT`` without a trailing slash; None when unset (huggingface_hub's default applies)."""
     endpoint = _env("HF_ENDPOINT")
-    return endpoint.rstrip("/") if endpoint else None
+    return (endpoint.rstrip("/") or None) if endpoint else None
 
 
 # --------------------------------------------------------------------------------------------------- digests
@@ -346,6 +347,16 @@ def _unwrap(obj: Any) -> Any:
     return obj
 
 
+def _strip_module_prefix(state: Mapping[Any, Any]) -> dict[Any, Any]:
+    """``state`` without the ``module.`` that DataParallel, DistributedDataParallel and AveragedModel put before
+    every key (other keys, and keys that are not strings, stay as they are).
+
+    >>> _strip_module_prefix({"module.conv.weight": 1, "head.bias": 2})
+    {'conv.weight': 1, 'head.bias': 2}
+    """
+    return {(k.removeprefix("module.") if isinstance(k, str) else k): v for k, v in state.items()}
+
+
 def read_checkpoint(
     path: str | os.PathLike[str], spec: ArchSpec, config: Mapping[str, Any], *, format: str = "auto"
 ) -> dict[str, torch.Tensor]:
@@ -377,9 +388,7 @@ def read_checkpoint(
     obj = _unwrap(obj)
     if not isinstance(obj, Mapping):
         raise ConversionError(f"{path} holds a {type(obj).__name__}, not a state dict")
-    state_dict = {
-        (k[len("module.") :] if isinstance(k, str) and k.startswith("module.") else k): v for k, v in obj.items()
-    }
+    state_dict = _strip_module_prefix(obj)
     if spec.filter_checkpoint is not None:
         state_dict = dict(spec.filter_checkpoint(state_dict, {**spec.default_config, **config}))
     bad = [
@@ -520,7 +529,10 @@ def _hf_download(hub: HubSource, *, progress: bool | None) -> Path:
     return pointer
 
 
-def _hf_token() -> str | None:
+def _hf_token(*, saved_login: bool = True) -> str | None:
+    """``$HF_TOKEN``, else (with ``saved_login``) the token ``hf auth login`` saved; None when neither is set."""
+    if not saved_login:
+        return _env("HF_TOKEN")
     try:
         from huggingface_hub import get_token
     except ImportError:  # pragma: no cover - very old huggingface_hub

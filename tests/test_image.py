@@ -778,9 +778,21 @@ def test_planar_to_pil_float_is_eight_bit() -> None:
     np.testing.assert_array_equal(np.asarray(pil), [[0, 128, 255]])
 
 
-def test_image_extensions() -> None:
+def test_image_extensions(tmp_path: Path) -> None:
     assert set(IMAGE_EXTENSIONS) == {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
-    assert all(ext == ext.lower() for ext in IMAGE_EXTENSIONS)
+    # Suffixes are matched case-insensitively: every listed one, however a camera spells it, is written in its
+    # format, read back, and found in a folder of inputs.
+    from restorekit.batch import expand_inputs
+
+    image = numpy_to_planar(_random((4, 5, 3), np.uint8))
+    written = []
+    for ext in IMAGE_EXTENSIONS:
+        for spelled in (ext, ext.upper()):
+            path = write_image(tmp_path / f"x{spelled}", image)
+            assert read_image(path).color.shape == (3, 4, 5), path
+            written.append(path.name)
+    pairs, missing = expand_inputs([tmp_path])
+    assert sorted(p.name for p, _ in pairs) == sorted(written) and not missing
 
 
 # --------------------------------------------------------------------------------------------------

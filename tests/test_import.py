@@ -16,5 +16,23 @@ def test_public_names_resolve_lazily():
     import restorekit
 
     assert set(restorekit.__all__) == {"Restorer", "list_models", "model_info", "load_model", "__version__"}
-    assert callable(restorekit.Restorer) and callable(restorekit.load_model)
     assert "msrn.sr_x4" in restorekit.list_models()
+    # In a fresh process: each public name imports its module only when first used, and is that module's object.
+    code = (
+        "import sys, restorekit\n"
+        "for name, module in [('model_info', 'registry'), ('load_model', 'weights'), ('Restorer', 'restorer')]:\n"
+        "    module = 'restorekit.' + module\n"
+        "    before = module in sys.modules\n"
+        "    print(name, before, getattr(restorekit, name) is getattr(sys.modules[module], name))\n"
+        "try:\n"
+        "    restorekit.Restorerr\n"
+        "except AttributeError as e:\n"
+        "    print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines() == [
+        "model_info False True",
+        "load_model False True",
+        "Restorer False True",
+        "module 'restorekit' has no attribute 'Restorerr'",
+    ], out

@@ -182,6 +182,8 @@ def test_export_by_step_and_errors(run, tmp_path):
         export_run(tmp_path / "nope", tmp_path / "o")
     with pytest.raises(ExportError, match="'ema' or 'model'"):
         export_run(run, tmp_path / "o", weights="best")
+    with pytest.raises(ExportError, match="dtype must be one of float32, float16, bfloat16, not 'fp16'"):
+        export_run(run, tmp_path / "o", dtype="fp16")  # the run options' aliases are not export names
 
     with pytest.raises(ExportError, match="'memnet.nope', which is not a registered model.*--name"):
         export_run(run, tmp_path / "o", name="memnet.nope")

@@ -1,3 +1,5 @@
+import os
+import sys
 import warnings
 
 import numpy as np
@@ -240,8 +242,17 @@ def test_half_precision_policy_and_fp32_fallback(sr):
     assert Restorer("hotnet", pretrained=False, device="cpu").dtype == torch.float32, "auto: no half on CPU"
 
 
-def test_tiling_free_memory_reads_something():
-    assert tiling.free_memory(torch.device("cpu")) > 0
+def test_tiling_free_memory_reads_the_available_ram():
+    # The tile size is planned from this number, so it must be the machine's, not the 4 GiB guess for an
+    # unknown platform: within 5% of the total RAM of what the kernel reports as available a moment later.
+    free = tiling.free_memory(torch.device("cpu"))
+    total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    if sys.platform.startswith("linux"):
+        with open("/proc/meminfo") as fh:
+            available = next(int(line.split()[1]) * 1024 for line in fh if line.startswith("MemAvailable:"))
+    else:
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    assert 0 < free <= total and abs(free - available) < total / 20, (free, available, total)
 
 
 @pytest.mark.parametrize("h, w", [(1, 1), (2, 3), (5, 4), (17, 9)])

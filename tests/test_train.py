@@ -530,6 +530,27 @@ def test_trim_log_keeps_what_the_checkpoint_holds(tmp_path):
     log.write_text("\n".join(lines) + "\n")
     assert _trim_log(log, 3) == 2 and [json.loads(x)["step"] for x in log.read_text().splitlines()] == [1, 2, 3]
     assert _trim_log(log, 3) == 0 and _trim_log(tmp_path / "absent.jsonl", 3) == 0
+    assert [p.name for p in tmp_path.iterdir()] == ["log.jsonl"], "rewritten in place, no temporary file left"
+
+
+def test_a_failed_checkpoint_save_leaves_the_previous_one_whole(tmp_path):
+    import stat
+    import threading
+
+    from restorekit.train.checkpoint import atomic_save
+    from restorekit.train.publish import ExportError, _checkpoint_path
+
+    path = tmp_path / "checkpoints" / "last.pt"
+    atomic_save({"step": 1}, path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600, "checkpoints are the owner's alone"
+    with pytest.raises(TypeError, match="pickle"):
+        atomic_save({"step": 2, "unpicklable": threading.Lock()}, path)
+    assert torch.load(path, weights_only=True) == {"step": 1}
+    assert [p.name for p in path.parent.iterdir()] == ["last.pt"], "the half-written temporary file is gone"
+    # A save killed outright leaves its hidden temporary file; it is not offered as a checkpoint.
+    (path.parent / ".step_00000002.pt.k1ll3d.tmp.pt").write_bytes(b"cut short")
+    with pytest.raises(ExportError, match=r"has: last\.pt \("):
+        _checkpoint_path(tmp_path, 2)
 
 
 def test_time_budget_plan_counts_earlier_invocations():

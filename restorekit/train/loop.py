@@ -235,9 +235,10 @@ def _trim_log(path: Path, step: int) -> int:
             keep.append(line)
     dropped = len(lines) - len(keep)
     if dropped:
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("".join(line + "\n" for line in keep))
-        os.replace(tmp, path)
+        from ..image import atomic_write
+
+        data = "".join(line + "\n" for line in keep).encode()
+        atomic_write(path, lambda f: f.write(data), overwrite=True, sync=False)
     return dropped
 
 

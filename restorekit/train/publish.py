@@ -33,6 +33,7 @@ import torch
 
 from .. import registry
 from ..errors import OutputExistsError, RestorekitError, WeightsError
+from ..options import DTYPES
 from ..registry import BundledSource, HubSource, Metric, WeightRecord
 from . import CHECKPOINT_FORMAT
 
@@ -48,7 +49,6 @@ __all__ = [
 ]
 
 _REQUIRED = ("format", "step", "arch", "model_name", "config", "model")
-_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 _RECORD_PY = "registry_record.py"
 _RECORD_JSON = "registry_record.json"
 _CARD = "README.md"
@@ -107,7 +107,8 @@ def _checkpoint_path(run: Path, checkpoint: str | int | os.PathLike[str]) -> Pat
     else:
         raise ExportError(f"checkpoint must be 'last', a step number or a .pt path, not {checkpoint!r}")
     if not path.is_file():
-        have = sorted(p.name for p in ckpts.glob("*.pt")) if ckpts.is_dir() else []
+        # not the hidden ".<name>.<random>.tmp.pt" of a save cut short
+        have = sorted(p.name for p in ckpts.glob("[!.]*.pt")) if ckpts.is_dir() else []
         raise ExportError(
             f"checkpoint {path} does not exist; {run} has: {', '.join(have) or 'no checkpoints'} "
             "(pass --checkpoint last, a step number, or a file)"
@@ -126,6 +127,8 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def _clean_state(state: Any, path: Path, which: str) -> dict[str, torch.Tensor]:
+    from ..weights import _strip_module_prefix
+
     if not isinstance(state, Mapping):
         raise ExportError(f"{path}: the checkpoint's {which!r} entry is a {type(state).__name__}, not a state dict")
     out = {}
@@ -134,8 +137,8 @@ def _clean_state(state: Any, path: Path, which: str) -> dict[str, torch.Tensor]:
             continue
         if not isinstance(value, torch.Tensor):
             raise ExportError(f"{path}: {which}[{key!r}] is a {type(value).__name__}, not a tensor")
-        out[key.removeprefix("module.")] = value  # DDP / AveragedModel wrappers
-    return out
+        out[key] = value
+    return _strip_module_prefix(out)  # DDP / AveragedModel wrappers
 
 
 def _read_log(run: Path) -> tuple[int | None, dict[str, Any] | None]:
@@ -160,9 +163,9 @@ def _read_log(run: Path) -> tuple[int | None, dict[str, Any] | None]:
 
 
 def _cast(state: dict[str, torch.Tensor], dtype: str, path: Path) -> dict[str, torch.Tensor]:
-    if dtype not in _DTYPES:
-        raise ExportError(f"dtype must be one of {', '.join(_DTYPES)}, not {dtype!r}")
-    target = _DTYPES[dtype]
+    if dtype not in registry.DTYPES:
+        raise ExportError(f"dtype must be one of {', '.join(registry.DTYPES)}, not {dtype!r}")
+    target = DTYPES[dtype]
     out = {}
     for key, value in state.items():
         if value.is_floating_point():
@@ -518,14 +521,15 @@ def push_folder(
     from huggingface_hub import HfApi
 
     from .._version import __version__
+    from ..weights import _hf_endpoint, _hf_token
 
     folder = Path(folder)
     if not folder.is_dir() or not any(p.is_file() for p in folder.rglob("*")):
         raise PushError(f"{folder} is not a folder with files to upload; run `restorekit-train export` first")
     if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo_id):
         raise PushError(f"repo id must look like 'namespace/name', not {repo_id!r}")
-    endpoint = (os.environ.get("HF_ENDPOINT") or "").rstrip("/") or None
-    token = token or os.environ.get("HF_TOKEN") or None
+    endpoint = _hf_endpoint()
+    token = token or _hf_token(saved_login=False)  # else HfApi finds the saved login itself
     api = HfApi(endpoint=endpoint, token=token, library_name="restorekit", library_version=__version__)
     where = api.endpoint
     try:
@@ -593,7 +597,7 @@ def add_subcommands(subparsers: Any) -> None:
     p.add_argument("-o", "--output", required=True, help="folder to write the release files into")
     p.add_argument("--checkpoint", default="last", help="'last' (default), a step number, or a .pt file")
     p.add_argument("--weights", choices=("ema", "model"), default="ema", help="EMA weights when present (default)")
-    p.add_argument("--dtype", choices=tuple(_DTYPES), default="float16")
+    p.add_argument("--dtype", choices=registry.DTYPES, default="float16")
     p.add_argument("--eval-data", help="measure the exported file on this benchmark folder (restorekit eval)")
     p.add_argument("--eval-degrade", help="degradation for a folder of clean images, e.g. noise:25")
     p.add_argument("--name", help="registered model name (default: the one the run was trained for)")
