@@ -10,7 +10,7 @@ import torch
 
 from restorekit import registry
 from restorekit.archs.dsrir import DSRIR, PatchAttention
-from restorekit.errors import InputError, WeightsNotAvailableError
+from restorekit.errors import InputError
 from restorekit.registry import get_arch, get_record
 from restorekit.weights import convert, load_model, read_checkpoint
 
@@ -113,16 +113,29 @@ def test_restorer_keeps_odd_and_wide_sizes(h, w):
     assert out.shape == (h, w, 3)
 
 
-def test_records_wait_for_weights():
+def test_every_record_runs_the_bundled_all_in_one_file(tmp_path, monkeypatch):
     names = registry.list_models(arch="dsrir")
     assert names == ["dsrir.all_in_one", "dsrir.dehaze", "dsrir.denoise", "dsrir.derain"]
     assert get_record("dsrir").name == "dsrir.all_in_one"
-    for name in names:
-        rec = get_record(name)
-        assert rec.params == 3_516_837 and rec.size_multiple == 8 and not rec.published
-    with pytest.raises(WeightsNotAvailableError, match="not published yet") as info:
-        load_model("dsrir.derain")
-    assert "restorekit convert model_best.pth" in str(info.value)
+    records = [get_record(n) for n in names]
+    assert {r.bundled for r in records} == {records[0].bundled} and records[0].bundled is not None
+    for rec in records:
+        assert rec.params == 3_516_837 and rec.size_multiple == 8 and rec.published and rec.source == "bundled"
+        assert "issue" not in (rec.origin + rec.notes + rec.description).lower()
+        # Our measurements and the paper's figures are told apart, and each record keeps its own task's rows.
+        measured = [m for m in rec.metrics if m.source == "measured"]
+        reported = [m for m in rec.metrics if m.source == "reported"]
+        assert measured and reported and all("(paper, all-in-one)" in m.dataset for m in reported)
+    assert all("sigma" in m.dataset for m in get_record("dsrir.denoise").metrics)
+    assert all("rain" in m.dataset.lower() for m in get_record("dsrir.derain").metrics)
+    assert all("haze" in m.dataset or "SOTS" in m.dataset for m in get_record("dsrir.dehaze").metrics)
+    assert {m.dataset.split()[0] for m in get_record("dsrir.all_in_one").metrics} >= {"CBSD68", "BSD68", "Rain100L"}
+    # Offline, with an empty cache: the task records load the very same weights from the package.
+    monkeypatch.setenv("RESTOREKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    a, b = load_model("dsrir"), load_model("dsrir.derain")
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+    assert not list((tmp_path / "cache").rglob("*.safetensors"))
 
 
 def test_tiled_run_respects_the_grids():

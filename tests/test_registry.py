@@ -95,15 +95,7 @@ def test_temporary_registration_and_duplicates():
         registry.register_weights(rec)
 
 
-@pytest.mark.parametrize(
-    "arch",
-    [
-        pytest.param(a, marks=pytest.mark.xfail(strict=True, reason="dsrir's records still speak of training issues"))
-        if a == "dsrir"
-        else a
-        for a in ("dsrir", "memnet", "mprnet", "msrn", "spatial_rnn")
-    ],
-)
+@pytest.mark.parametrize("arch", ["dsrir", "memnet", "mprnet", "msrn", "spatial_rnn"])
 def test_records_speak_of_the_weights_not_of_how_the_project_is_run(arch):
     # What `restorekit info` shows a user: where the weights come from, never the project's internal bookkeeping.
     import re
