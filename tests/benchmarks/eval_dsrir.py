@@ -109,7 +109,7 @@ def main() -> None:
                 row[key + "_seconds"] = time.perf_counter() - t0
             m, b = row["model_result"], row.get("baseline_result")
             if args.limit and m["images"] == args.limit:  # a subset: say so wherever the figure goes
-                label = row["label"] = f"{label}, first {args.limit} images"
+                label = row["label"] = f"{label}, first {args.limit} image{'s' if args.limit > 1 else ''}"
             versus = f"input {b['psnr']:6.2f} / {b['ssim']:.4f}   ({m['psnr'] - b['psnr']:+.2f} dB, " if b else "("
             print(f"{model:<20} {label:<26} {m['psnr']:6.2f} dB / {m['ssim']:.4f}   {versus}{m['images']} images)")
             print(f"    {row['model_command']}" + (f"\n    {row['baseline_command']}" if b else ""), flush=True)
