@@ -2,7 +2,8 @@
 
 Every pretrained model is named ``arch.tag`` (``msrn.sr_x4``). An architecture registers one
 :class:`ArchSpec` (how to build the network and what it needs from the caller) and any number
-of :class:`WeightRecord` entries (where its weights come from and what they were made for).
+of :class:`WeightRecord` entries (where its weights come from and what they were made for), each one row of
+its file's weight table, ``WeightRecord.named("msrn.sr_x4", ...)``, with its figures from :func:`psnr_ssim`.
 Architecture files register themselves when :mod:`restorekit.archs` is imported; lookups import
 it lazily so ``import restorekit`` stays cheap.
 """
