@@ -2,7 +2,8 @@
 
 Every pretrained model is named ``arch.tag`` (``msrn.sr_x4``). An architecture registers one
 :class:`ArchSpec` (how to build the network and what it needs from the caller) and any number
-of :class:`WeightRecord` entries (where its weights come from and what they were made for).
+of :class:`WeightRecord` entries (where its weights come from and what they were made for), each one row of
+its file's weight table, ``WeightRecord.named("msrn.sr_x4", ...)``, with its figures from :func:`psnr_ssim`.
 Architecture files register themselves when :mod:`restorekit.archs` is imported; lookups import
 it lazily so ``import restorekit`` stays cheap.
 """
@@ -27,6 +28,8 @@ __all__ = [
     "BundledSource",
     "Metric",
     "WeightRecord",
+    "CONVENTIONS",
+    "psnr_ssim",
     "register_arch",
     "register_weights",
     "get_arch",
@@ -42,6 +45,11 @@ TASKS = ("sr", "denoise", "deblur", "derain", "dehaze", "jpeg", "smooth", "inpai
 DTYPES = ("float32", "float16", "bfloat16")
 DTYPE_ALIASES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "half": "float16"}
 GREY_ON_COLOR = ("y", "rgb")  # WeightRecord.grey_on_color
+# The metric conventions by name: Metric.convention, `restorekit eval --convention`. restorekit.metrics implements
+# each one (get_convention; its presets are these names, tested); ":raw" / ":as_rgb" choose how a grey image's Y
+# is taken. Named here so the registry checks records without importing torch.
+CONVENTIONS = ("y_shave_scale", "full_image", "y_full")
+CONVENTION_OPTIONS = ("raw", "as_rgb")
 _HEX40 = re.compile(r"^[0-9a-f]{40}$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -89,11 +97,15 @@ class ArchSpec:
 
 @dataclass(frozen=True)
 class HubSource:
-    """A safetensors file in a hub repository, pinned to a commit and a sha256."""
+    """A safetensors file in a hub repository, pinned to a commit and a sha256.
+
+    A :class:`WeightRecord` holds one only once the file was pushed (both set); export's release record has
+    ``revision=None`` until ``restorekit-train push`` prints the commit.
+    """
 
     repo_id: str
     filename: str
-    revision: str | None = None  # 40-hex commit; None while unpublished
+    revision: str | None = None  # 40-hex commit; None until pushed
     sha256: str | None = None
     size: int | None = None
 
@@ -138,8 +150,36 @@ class Metric:
     dataset: str
     metric: str  # "psnr" | "ssim"
     value: float
-    convention: str  # e.g. "y_shave_scale" (see restorekit.metrics once it lands)
+    convention: str  # a name in CONVENTIONS (restorekit.metrics), e.g. "y_shave_scale"
     source: str = "measured"  # "measured" by restorekit, or "reported" (paper / authors' README)
+
+    def __post_init__(self) -> None:
+        base, colon, option = self.convention.partition(":")
+        if base not in CONVENTIONS or (colon and option not in CONVENTION_OPTIONS):
+            close = difflib.get_close_matches(self.convention, CONVENTIONS, n=1, cutoff=0.5)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ValueError(
+                f"{self.dataset} {self.metric}: unknown metric convention {self.convention!r}; the conventions are "
+                f"{', '.join(CONVENTIONS)} (restorekit.metrics; y_shave_scale:as_rgb takes grey images' Y as RGB)."
+                + hint
+            )
+
+
+def psnr_ssim(
+    convention: str, *rows: tuple[str, float] | tuple[str, float, float], source: str = "reported"
+) -> tuple[Metric, ...]:
+    """A table of figures as :class:`Metric` entries: each row is ``(dataset, psnr)`` or ``(dataset, psnr, ssim)``,
+    all under one ``convention``; ``source`` is "reported" (a paper's table) or "measured".
+
+    >>> [(m.metric, m.value) for m in psnr_ssim("y_shave_scale", ("Set5", 31.74, 0.8893))]
+    [('psnr', 31.74), ('ssim', 0.8893)]
+    """
+    out: list[Metric] = []
+    for dataset, *values in rows:
+        if not 1 <= len(values) <= 2:
+            raise ValueError(f"{dataset}: a row is (dataset, psnr) or (dataset, psnr, ssim), got {values}")
+        out += [Metric(dataset, metric, v, convention, source) for metric, v in zip(("psnr", "ssim"), values)]
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -182,6 +222,15 @@ class WeightRecord:
         """The scale of the network's own output (1 for pre-upsampled SR)."""
         return 1 if self.pre_upsample else self.scale
 
+    @classmethod
+    def named(cls, name: str, **fields: Any) -> WeightRecord:
+        """The record of the model ``name`` (``"arch.tag"``): how an architecture file writes each row of its weight
+        table, so that the full name is in the source (``grep -rn '"msrn.sr_x4"' restorekit/archs`` finds it)."""
+        arch, dot, tag = name.partition(".")
+        if not (arch and dot and tag) or "." in tag:
+            raise ValueError(f"a model name is 'arch.tag', got {name!r}")
+        return cls(arch=arch, tag=tag, **fields)
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "config", _freeze(self.config))
         if self.task not in TASKS:
@@ -191,6 +240,11 @@ class WeightRecord:
             raise ValueError(f"{self.name}: dtypes must include float32 and come from {DTYPES}, got {self.dtypes}")
         if self.hub and self.hub.revision is not None and not _HEX40.match(self.hub.revision):
             raise ValueError(f"{self.name}: hub revision must be a 40-hex commit, got {self.hub.revision!r}")
+        if self.hub and not self.hub.published:
+            raise ValueError(
+                f"{self.name}: a hub source names the commit (revision) and sha256 of a file that was pushed; "
+                "a model that is not on the hub has hub=None"
+            )
         for digest in (
             self.hub and self.hub.sha256,
             self.bundled and self.bundled.sha256,

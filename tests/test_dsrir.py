@@ -126,6 +126,9 @@ def test_every_record_runs_the_bundled_all_in_one_file(tmp_path, monkeypatch):
         measured = [m for m in rec.metrics if m.source == "measured"]
         reported = [m for m in rec.metrics if m.source == "reported"]
         assert measured and reported and all("(paper, all-in-one)" in m.dataset for m in reported)
+        # Rain is measured on Y (the paper's Rain100L too), everything else on the channels as given.
+        assert all(m.convention == ("y_full" if "rain" in m.dataset.lower() else "full_image") for m in rec.metrics)
+        assert rec.hub is None  # nothing was pushed to the hub
     assert all("sigma" in m.dataset for m in get_record("dsrir.denoise").metrics)
     assert all("rain" in m.dataset.lower() for m in get_record("dsrir.derain").metrics)
     assert all("haze" in m.dataset or "SOTS" in m.dataset for m in get_record("dsrir.dehaze").metrics)

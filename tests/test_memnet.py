@@ -220,7 +220,11 @@ def test_registered_tasks():
         assert rec.grey_on_color == ("rgb" if rec.task == "denoise" else "y")
         # Only restorekit's own blind denoiser has no weights yet; every other record has the authors' files.
         assert rec.published == (name != "memnet.denoise_blind")
-        assert (rec.upstream is None) == (name == "memnet.denoise_blind") and (rec.hub is None) == rec.published
+        assert (rec.upstream is None) == (name == "memnet.denoise_blind") and rec.hub is None
+        assert rec.source == ("none (random init only)" if name == "memnet.denoise_blind" else "authors' (pinned URL)")
+    # The paper's SR table is M6R6's: the M10R10 records carry no figure of another network.
+    assert all(not get_record(f"memnet.sr_m10r10_x{s}").metrics for s in (2, 3, 4))
+    assert [m.value for m in get_record("memnet.sr_x4").metrics[:2]] == [31.74, 0.8893]
     sr = [get_record(f"memnet.sr_x{s}") for s in (2, 3, 4)]
     assert len({r.upstream for r in sr}) == 1 and all(r.config == sr[0].config for r in sr)
     spec = get_arch("memnet")

@@ -190,6 +190,10 @@ def test_records():
         rec = get_record(f"mprnet.{tag}")
         assert rec.task == tag and rec.params == params and rec.config["n_feat"] == n
         assert rec.size_multiple == 8 and "non-commercial" in rec.license
+        assert rec.hub is None and rec.source == "authors' (unpinned, opt in)"
+        # The authors' scripts measure deblurring and denoising on RGB, deraining on Y (evaluate_PSNR_SSIM.m).
+        want = "y_full" if tag == "derain" else "full_image"
+        assert rec.metrics and {m.convention for m in rec.metrics} == {want}
     assert get_record("mprnet").name == "mprnet.deblur"
     spec = get_arch("mprnet")
     assert spec.receptive_field is None and spec.select_output is not None

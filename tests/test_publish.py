@@ -122,6 +122,7 @@ def test_export_writes_fp16_weights_card_and_record(run, tmp_path):
     assert "HubSource(" in text and "BundledSource(" in text
     assert "Metric('val', 'psnr', 27.5, 'full_image', 'measured')" in text
     assert "repo_id='restorekit/memnet'" in text and "filename='memnet_denoise_blind.safetensors'" in text
+    assert 'WeightRecord.named("memnet.denoise_blind", ...) in restorekit/archs/memnet.py' in text  # where it goes
     namespace: dict = {}
     exec(compile(text, "registry_record.py", "exec"), namespace)  # the record text is valid Python
     assert namespace["RECORD"]["hub"].sha256 == result.sha256 and namespace["BUNDLED"].size == result.size

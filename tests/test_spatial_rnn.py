@@ -48,7 +48,7 @@ def test_registry_entries():
         rec = get_record(name)
         assert rec.published and rec.bundled.filename == f"spatial_rnn_{rec.tag}.safetensors"
         assert "restorekit-train" in rec.origin and rec.license == "MIT (restorekit)"
-        assert rec.hub.repo_id == "restorekit/spatial_rnn" and rec.hub.filename == f"spatial_rnn_{rec.tag}.safetensors"
+        assert rec.hub is None and rec.source == "bundled"  # nothing was pushed to the hub: no hub source
 
 
 def test_caffe_resize_has_no_half_pixel_offset_and_drops_outside_neighbours():

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InputError
-from ..registry import ArchSpec, BundledSource, HubSource, Metric, WeightRecord, register_arch, register_weights
+from ..registry import ArchSpec, BundledSource, WeightRecord, psnr_ssim, register_arch, register_weights
 
 # Grids per level: SubNet1 8/4/2 at 1, 1/2 and 1/4 resolution, SubNet2 4/2 at 1 and 1/2, SubNet3 8/4/2/1
 # at full resolution. Each level needs (size / 2^level) % grid == 0: 8 | H for SubNet1 (8, 2*4, 4*2) and
@@ -316,106 +316,109 @@ _PAPER = (
     "Wang et al. DSRIR: Dynamic spatial refinement learning for progressive all-in-one image restoration. "
     "Information Processing & Management, 2025"
 )
-# Reported by the authors (paper Tables 4-7, the repository's assets/*/table.png): PSNR/SSIM on RGB
-# (deraining on Y). The all-in-one rows are the figures to compare restorekit's all-in-one weights with; the
-# single-task rows are the authors' separately trained models (restorekit ships no separate ones).
-_ALL_IN_ONE = (
-    ("BSD68 sigma15", 33.95, 0.9334, "rgb"),
-    ("BSD68 sigma25", 31.27, 0.8890, "rgb"),
-    ("BSD68 sigma50", 27.98, 0.7970, "rgb"),
-    ("Rain100L", 40.61, 0.9895, "y"),
-    ("SOTS outdoor", 32.55, 0.9826, "rgb"),
-)
-_SINGLE_TASK = {
-    "denoise": "BSD68 sigma 15/25/50 34.21/31.55/28.29, Urban100 34.59/32.25/29.00",
-    "derain": "Rain100L 40.70/0.9900 (Y)",
-    "dehaze": "SOTS outdoor 33.30/0.9847",
-}
-_TASK_ROWS = {  # which reported and measured rows belong to each task's record
-    "all_in_one": ("BSD68", "CBSD68", "Rain100L", "SOTS"),
-    "denoise": ("BSD68", "CBSD68 sigma"),
-    "derain": ("Rain100L", "CBSD68 synthetic rain"),
-    "dehaze": ("SOTS", "CBSD68 synthetic haze"),
-}
-_DESCRIPTIONS = {
-    "all_in_one": "DSRIR all-in-one restoration: Gaussian noise, rain streaks and haze with one network",
-    "denoise": "DSRIR Gaussian denoising (the all-in-one weights)",
-    "derain": "DSRIR deraining (the all-in-one weights)",
-    "dehaze": "DSRIR dehazing (the all-in-one weights)",
-}
 
 # The weights restorekit trained and ships inside the package (restorekit/weights/, fp16 safetensors): one
 # all-in-one file that every DSRIR record runs. The authors publish theirs only behind a password, so no
-# upstream source is registered. Measured by `python tests/benchmarks/eval_dsrir.py` (each row is the
-# `restorekit eval` command it prints) on the shipped file, through the Restorer (16 px mirrored border),
-# fp32, seed 0; docs/mprnet_dsrir.md has the degraded inputs' figures beside them.
-_FILENAME = "dsrir_all_in_one.safetensors"
+# upstream source is registered.
 _STEPS = 2_687
-_SHIPPED = dict(
+_BUNDLED = BundledSource(
+    "dsrir_all_in_one.safetensors",
     sha256="2084e4a91fd35239bd1bd725f30f18c54cada399870bf56e56a1733127dccdf4",
     size=7_064_922,
+)
+_SHIPPED = dict(  # what the four records share: the one network and its training
+    config=dict(SPEC.default_config),
+    size_multiple=SIZE_MULTIPLE,
+    params=3_516_837,
+    license="MIT (restorekit)",
     origin=(
         "restorekit-train fit --preset dsrir.all_in_one on BSD200 + T91 (291 colour images, no test image) with "
         "seeded Gaussian noise (sigma 0-55), synthetic rain streaks and synthetic haze; uncertainty + PSNR "
         "losses (no VGG term), 64-px patches, batch 8, AdamW 5e-4 (weight decay 1e-4) with 200 warm-up steps "
-        "and cosine decay to 1e-6, {steps} steps on 2 CPU cores in bf16 autocast, EMA 0.999; exported as fp16"
-    ).format(steps=f"{_STEPS:,}"),
-    metrics=[
-        ("CBSD68 sigma 15", "psnr", 31.89, "full_image"),
-        ("CBSD68 sigma 15", "ssim", 0.8888, "full_image"),
-        ("CBSD68 sigma 25", "psnr", 29.26, "full_image"),
-        ("CBSD68 sigma 25", "ssim", 0.8225, "full_image"),
-        ("CBSD68 sigma 50", "psnr", 25.18, "full_image"),
-        ("CBSD68 sigma 50", "ssim", 0.6735, "full_image"),
-        ("CBSD68 synthetic haze, first 24 images", "psnr", 19.38, "full_image"),
-        ("CBSD68 synthetic haze, first 24 images", "ssim", 0.8872, "full_image"),
-        ("CBSD68 synthetic rain, first 24 images", "psnr", 32.74, "y_full"),
-        ("CBSD68 synthetic rain, first 24 images", "ssim", 0.9504, "y_full"),
-        ("Rain100L (3 test pairs)", "psnr", 20.82, "y_full"),
-        ("Rain100L (3 test pairs)", "ssim", 0.6889, "y_full"),
-    ],
-)
-_NOTES = (
-    "restorekit's own all-in-one weights, bundled in the package (all four DSRIR records run the same file). "
-    "Trained for {steps} steps, far fewer than the paper's 300k: the paper's figures are shown as reported, not "
-    "reached. Rain is learnt from restorekit's synthetic streaks only: on the three Rain100L test pairs the "
-    "result scores below the rainy input (it darkens them, as it would a hazy image). The authors' own "
-    "model_best.pth (behind a password) converts with `restorekit convert model_best.pth out.safetensors "
-    "--model {name}`; pass weights=out.safetensors.{single}"
+        f"and cosine decay to 1e-6, {_STEPS:,} steps on 2 CPU cores in bf16 autocast, EMA 0.999; exported as fp16"
+    ),
+    paper=_PAPER,
 )
 
 
-def _record(tag: str) -> WeightRecord:
-    keep = _TASK_ROWS[tag]
-    reported = tuple(
-        m
-        for ds, psnr, ssim, conv in _ALL_IN_ONE
-        if ds.startswith(keep)
-        for m in (
-            Metric(f"{ds} (paper, all-in-one)", "psnr", psnr, conv, "reported"),
-            Metric(f"{ds} (paper, all-in-one)", "ssim", ssim, conv, "reported"),
-        )
-    )
-    measured = tuple(Metric(*m) for m in _SHIPPED["metrics"] if m[0].startswith(keep))
-    single = f" The paper's separately trained {tag} model reports {_SINGLE_TASK[tag]}." if tag in _SINGLE_TASK else ""
-    return WeightRecord(
-        arch="dsrir",
-        tag=tag,
-        task=tag,
-        description=_DESCRIPTIONS[tag],
-        config=dict(SPEC.default_config),
-        size_multiple=SIZE_MULTIPLE,
-        dtypes=("float32",),
-        params=3_516_837,
-        hub=HubSource(repo_id="restorekit/dsrir", filename=_FILENAME),
-        bundled=BundledSource(_FILENAME, _SHIPPED["sha256"], _SHIPPED["size"]),
-        license="MIT (restorekit)",
-        origin=_SHIPPED["origin"],
-        paper=_PAPER,
-        metrics=measured + reported,
-        default=tag == "all_in_one",
-        notes=_NOTES.format(name=f"dsrir.{tag}", steps=f"{_STEPS:,}", single=single),
+def _notes(name: str, single_task: str = "") -> str:
+    """The notes every DSRIR record shares, naming the record; ``single_task``: the paper's single-task figures."""
+    tag = name.partition(".")[2]
+    single = f" The paper's separately trained {tag} model reports {single_task}." if single_task else ""
+    return (
+        "restorekit's own all-in-one weights, bundled in the package (all four DSRIR records run the same file). "
+        f"Trained for {_STEPS:,} steps, far fewer than the paper's 300k: the paper's figures are shown as reported, "
+        "not reached. Rain is learnt from restorekit's synthetic streaks only: on the three Rain100L test pairs the "
+        "result scores below the rainy input (it darkens them, as it would a hazy image). The authors' own "
+        "model_best.pth (behind a password) converts with `restorekit convert model_best.pth out.safetensors "
+        f"--model {name}`; pass weights=out.safetensors.{single}"
     )
 
 
-register_weights(*(_record(t) for t in ("all_in_one", "denoise", "derain", "dehaze")))
+# Measured by `python tests/benchmarks/eval_dsrir.py` (each row is the `restorekit eval` command it prints) on the
+# shipped file, through the Restorer (16 px mirrored border), fp32, seed 0; docs/mprnet_dsrir.md has the degraded
+# inputs' figures beside them. Each task's record carries its rows; the all-in-one record carries them all.
+_MEASURED_NOISE = psnr_ssim(
+    "full_image",
+    ("CBSD68 sigma 15", 31.89, 0.8888),
+    ("CBSD68 sigma 25", 29.26, 0.8225),
+    ("CBSD68 sigma 50", 25.18, 0.6735),
+    source="measured",
+)
+_MEASURED_HAZE = psnr_ssim("full_image", ("CBSD68 synthetic haze, first 24 images", 19.38, 0.8872), source="measured")
+_MEASURED_RAIN = psnr_ssim(
+    "y_full",
+    ("CBSD68 synthetic rain, first 24 images", 32.74, 0.9504),
+    ("Rain100L (3 test pairs)", 20.82, 0.6889),
+    source="measured",
+)
+# Reported by the authors for their all-in-one model (paper Tables 4-7, the repository's assets/*/table.png): the
+# figures to compare restorekit's all-in-one weights with. RGB; deraining on Y.
+_PAPER_NOISE = psnr_ssim(
+    "full_image",
+    ("BSD68 sigma15 (paper, all-in-one)", 33.95, 0.9334),
+    ("BSD68 sigma25 (paper, all-in-one)", 31.27, 0.8890),
+    ("BSD68 sigma50 (paper, all-in-one)", 27.98, 0.7970),
+)
+_PAPER_RAIN = psnr_ssim("y_full", ("Rain100L (paper, all-in-one)", 40.61, 0.9895))
+_PAPER_HAZE = psnr_ssim("full_image", ("SOTS outdoor (paper, all-in-one)", 32.55, 0.9826))
+
+register_weights(
+    WeightRecord.named(
+        "dsrir.all_in_one",
+        task="all_in_one",
+        description="DSRIR all-in-one restoration: Gaussian noise, rain streaks and haze with one network",
+        metrics=(*_MEASURED_NOISE, *_MEASURED_HAZE, *_MEASURED_RAIN, *_PAPER_NOISE, *_PAPER_RAIN, *_PAPER_HAZE),
+        default=True,
+        notes=_notes("dsrir.all_in_one"),
+        bundled=_BUNDLED,
+        **_SHIPPED,
+    ),
+    WeightRecord.named(
+        "dsrir.denoise",
+        task="denoise",
+        description="DSRIR Gaussian denoising (the all-in-one weights)",
+        metrics=(*_MEASURED_NOISE, *_PAPER_NOISE),
+        notes=_notes("dsrir.denoise", "BSD68 sigma 15/25/50 34.21/31.55/28.29, Urban100 34.59/32.25/29.00"),
+        bundled=_BUNDLED,
+        **_SHIPPED,
+    ),
+    WeightRecord.named(
+        "dsrir.derain",
+        task="derain",
+        description="DSRIR deraining (the all-in-one weights)",
+        metrics=(*_MEASURED_RAIN, *_PAPER_RAIN),
+        notes=_notes("dsrir.derain", "Rain100L 40.70/0.9900 (Y)"),
+        bundled=_BUNDLED,
+        **_SHIPPED,
+    ),
+    WeightRecord.named(
+        "dsrir.dehaze",
+        task="dehaze",
+        description="DSRIR dehazing (the all-in-one weights)",
+        metrics=(*_MEASURED_HAZE, *_PAPER_HAZE),
+        notes=_notes("dsrir.dehaze", "SOTS outdoor 33.30/0.9847"),
+        bundled=_BUNDLED,
+        **_SHIPPED,
+    ),
+)

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConversionError
-from ..registry import ArchSpec, HubSource, Metric, UrlSource, WeightRecord, register_arch, register_weights
+from ..registry import ArchSpec, UrlSource, WeightRecord, psnr_ssim, register_arch, register_weights
 
 
 class MemNetOutput(NamedTuple):
@@ -645,7 +645,9 @@ SPEC = register_arch(
 )
 
 _PAPER = "Tai, Yang, Liu, Xu. MemNet: A Persistent Memory Network for Image Restoration. ICCV 2017"
-_PARAMS = {6: 695_497, 10: 1_422_029}  # M6R6 678,209 + 17,288; M10R10 1,375,297 + 46,732 (conv + BN γ/β, weights)
+# Parameter counts of the full network (conv + BN γ/β, and the block output weights):
+_M6R6_PARAMS = 695_497  # 678,209 + 17,288
+_M10R10_PARAMS = 1_422_029  # 1,375,297 + 46,732
 
 # The authors' models, as MXNet files at a pinned commit of WolframRhodium/Super-Resolution-Zoo (MemNet/official/,
 # converted from tyshiwo/MemNet at d37a6abd): NAME-0000.params and its graph NAME-symbol.json, each pinned by
@@ -654,24 +656,34 @@ _ZOO = (
     "https://raw.githubusercontent.com/WolframRhodium/Super-Resolution-Zoo/"
     "041842f177ab4aa59287f8561ec9b3446bd4826c/MemNet/official/"
 )
+_GD, _SR, _JD, _SR_M10R10 = (
+    "MemNet_M6R6_80C64_GD",  # grey Gaussian denoising, one network for sigma 30/50/70
+    "MemNet_M6R6_80C64_SR",  # super-resolution, one network for x2/x3/x4
+    "MemNet_M6R6_80C64_JD",  # JPEG deblocking, one network for quality 10/20
+    "MemNet_M10R10_212C64_SR",
+)
 _OFFICIAL = {  # file prefix -> (git blob of -0000.params, git blob of -symbol.json)
-    "MemNet_M6R6_80C64_SR": ("fbff564ceea2902f495468c5fedbc399a372f879", "9bd81b2bd25821132104a02bf5fffe497a9f4857"),
-    "MemNet_M6R6_80C64_GD": ("e9f7fa331c7a0ac5dde44c47787adcd9f79bb6ea", "7e4d3f74b67fe61642ab9170b4da1c58a15b4533"),
-    "MemNet_M6R6_80C64_JD": ("1385c00b208ff27f1469f1118a58f56afe7823aa", "a2712afea21bce1371f4f52bb9a8c30a5af00338"),
-    "MemNet_M10R10_212C64_SR": ("451d3cceb3a66b62a888802bb9a9b17fe10c1f37", "ee323412f623b2970a94d9055d84b8ac8c9052af"),
+    _SR: ("fbff564ceea2902f495468c5fedbc399a372f879", "9bd81b2bd25821132104a02bf5fffe497a9f4857"),
+    _GD: ("e9f7fa331c7a0ac5dde44c47787adcd9f79bb6ea", "7e4d3f74b67fe61642ab9170b4da1c58a15b4533"),
+    _JD: ("1385c00b208ff27f1469f1118a58f56afe7823aa", "a2712afea21bce1371f4f52bb9a8c30a5af00338"),
+    _SR_M10R10: ("451d3cceb3a66b62a888802bb9a9b17fe10c1f37", "ee323412f623b2970a94d9055d84b8ac8c9052af"),
 }
 # Their graphs set every BatchNorm's eps to 1e-4 (read from the graph at conversion, which checks this).
-_OFFICIAL_CONFIG = {6: {**_M6R6, "bn_eps": 1e-4}, 10: {**_M6R6, "blocks": 10, "recursions": 10, "bn_eps": 1e-4}}
-_OFFICIAL_LICENSE = (
-    "none stated: tyshiwo/MemNet and WolframRhodium/Super-Resolution-Zoo have no LICENSE file; the MemNet authors' "
-    "weights, for research use. restorekit downloads them from the pinned URL when you ask and never bundles or "
-    "re-uploads them"
+_M6R6_MX = {**_M6R6, "bn_eps": 1e-4}
+_M10R10_MX = {**_M6R6, "blocks": 10, "recursions": 10, "bn_eps": 1e-4}
+# The authors' weights are never re-uploaded or bundled: their rows have an upstream source only.
+_AUTHORS = dict(
+    license=(
+        "none stated: tyshiwo/MemNet and WolframRhodium/Super-Resolution-Zoo have no LICENSE file; the MemNet "
+        "authors' weights, for research use. restorekit downloads them from the pinned URL when you ask and never "
+        "bundles or re-uploads them"
+    ),
+    license_notice=(
+        "the MemNet authors publish these weights without a license (research use); restorekit fetches them from "
+        "their pinned upstream URL for you and does not redistribute them"
+    ),
+    paper=_PAPER,
 )
-_OFFICIAL_NOTICE = (
-    "the MemNet authors publish these weights without a license (research use); restorekit fetches them from "
-    "their pinned upstream URL for you and does not redistribute them"
-)
-_OWN_LICENSE = "MIT (restorekit's own weights, once trained)"
 
 
 def _official(prefix: str) -> UrlSource:
@@ -680,131 +692,218 @@ def _official(prefix: str) -> UrlSource:
     return UrlSource(url=f"{_ZOO}{prefix}-0000.params", format="mxnet", git_blob_sha1=params, companions=(graph,))
 
 
-# Reported figures (the paper's; architectures.md §2). SR: Y channel, shave = scale, M6R6.
-_REPORTED_SR = {
-    2: (("Set5", 37.78, 0.9597), ("Set14", 33.28, 0.9142), ("B100", 32.08, 0.8978), ("Urban100", 31.31, 0.9195)),
-    3: (("Set5", 34.09, 0.9248), ("Set14", 30.00, 0.8350), ("B100", 28.96, 0.8001), ("Urban100", 27.56, 0.8376)),
-    4: (("Set5", 31.74, 0.8893), ("Set14", 28.26, 0.7723), ("B100", 27.40, 0.7281), ("Urban100", 25.50, 0.7630)),
-}
-# Grey JPEG q10 PSNR on the Y/grey image (second-hand, the paperswithcode table; no SSIM or q20 figure was found in a
-# source that could be checked, nor denoising or M10R10 figures: those records carry none).
-_REPORTED_JPEG = {10: (("Classic5", 29.69), ("LIVE1", 29.45))}
-
-
-def _reported(task: str, scale: int, quality: int | None) -> tuple[Metric, ...]:
-    if task == "sr":
-        return tuple(
-            m
-            for ds, psnr, ssim in _REPORTED_SR.get(scale, ())
-            for m in (
-                Metric(ds, "psnr", psnr, "y_shave_scale", "reported"),
-                Metric(ds, "ssim", ssim, "y_shave_scale", "reported"),
-            )
-        )
-    if task == "jpeg" and quality is not None:
-        return tuple(Metric(ds, "psnr", v, "y_full", "reported") for ds, v in _REPORTED_JPEG.get(quality, ()))
-    return ()
-
-
-def _record(
-    tag: str,
-    task: str,
-    description: str,
-    *,
-    scale: int = 1,
-    quality: int | None = None,
-    blocks: int = 6,
-    source: str | None = None,
-    default: bool = False,
-    notes: str = "",
-) -> WeightRecord:
-    official = source is not None
-    return WeightRecord(
-        arch="memnet",
-        tag=tag,
-        task=task,
-        description=description,
-        config=_OFFICIAL_CONFIG[blocks] if official else _M6R6,
-        scale=scale,
-        in_channels=1,
-        out_channels=1,
-        size_multiple=1,
-        dtypes=("float32",),
-        params=_PARAMS[blocks],
-        # The authors' weights are never re-uploaded: only restorekit's own would go to the hub.
-        hub=None if official else HubSource(repo_id="restorekit/memnet", filename=f"memnet_{tag}.safetensors"),
-        upstream=_official(source) if source is not None else None,
-        license=_OFFICIAL_LICENSE if official else _OWN_LICENSE,
-        license_notice=_OFFICIAL_NOTICE if official else "",
-        origin=(
-            f"the MemNet authors' Caffe model {source} (tyshiwo/MemNet), as converted to MXNet in "
-            "WolframRhodium/Super-Resolution-Zoo; converted to safetensors on first use"
-            if official
-            else "restorekit retraining (not yet run); the network mirrors tyshiwo/MemNet's Caffe deploy net"
-        ),
-        paper=_PAPER,
-        metrics=_reported(task, scale, quality),
-        default=default,
-        notes=notes,
-        pre_upsample=task == "sr",
-        grey_on_color="rgb" if task == "denoise" else "y",
+def _origin(prefix: str) -> str:
+    return (
+        f"the MemNet authors' Caffe model {prefix} (tyshiwo/MemNet), as converted to MXNet in "
+        "WolframRhodium/Super-Resolution-Zoo; converted to safetensors on first use"
     )
 
 
 _GD_NOTE = "The authors' one grey Gaussian denoiser for sigma 30, 50 and 70: the three records share its file."
 _SR_NOTE = "The authors' one network for x2, x3 and x4 (trained on mixed scales): the three records share its file."
+_SR_M10R10_NOTE = (
+    "The authors' one M10R10 network for x2, x3 and x4 (trained on mixed scales): the three records share its file."
+)
 _JD_NOTE = "The authors' one grey JPEG deblocker for quality 10 and 20: the two records share its file."
+
+# Reported figures: the paper's SR table for M6R6 (architectures.md §2; Y, shave = scale), and the grey JPEG q10
+# PSNR on the Y/grey image (second-hand, the paperswithcode table). No SSIM or q20 figure was found in a source that
+# could be checked, nor denoising or M10R10 figures: those records carry none.
 register_weights(
-    *(
-        _record(
-            f"denoise_s{s}",
-            "denoise",
-            f"MemNet M6R6 grey Gaussian denoising, sigma {s}: the authors' model",
-            source="MemNet_M6R6_80C64_GD",
-            default=s == 50,  # the middle of the range the one network was trained for
-            notes=_GD_NOTE,
-        )
-        for s in (30, 50, 70)
+    WeightRecord.named(
+        "memnet.denoise_s30",
+        task="denoise",
+        description="MemNet M6R6 grey Gaussian denoising, sigma 30: the authors' model",
+        config=_M6R6_MX,
+        in_channels=1,
+        out_channels=1,
+        params=_M6R6_PARAMS,
+        upstream=_official(_GD),
+        origin=_origin(_GD),
+        notes=_GD_NOTE,
+        grey_on_color="rgb",
+        **_AUTHORS,
     ),
-    _record(
-        "denoise_blind",
-        "denoise",
-        "MemNet M6R6 grey Gaussian denoising, one model for any sigma (restorekit's own, not trained yet)",
+    WeightRecord.named(
+        "memnet.denoise_s50",
+        task="denoise",
+        description="MemNet M6R6 grey Gaussian denoising, sigma 50: the authors' model",
+        config=_M6R6_MX,
+        in_channels=1,
+        out_channels=1,
+        params=_M6R6_PARAMS,
+        upstream=_official(_GD),
+        origin=_origin(_GD),
+        default=True,  # the middle of the range the one network was trained for
+        notes=_GD_NOTE,
+        grey_on_color="rgb",
+        **_AUTHORS,
+    ),
+    WeightRecord.named(
+        "memnet.denoise_s70",
+        task="denoise",
+        description="MemNet M6R6 grey Gaussian denoising, sigma 70: the authors' model",
+        config=_M6R6_MX,
+        in_channels=1,
+        out_channels=1,
+        params=_M6R6_PARAMS,
+        upstream=_official(_GD),
+        origin=_origin(_GD),
+        notes=_GD_NOTE,
+        grey_on_color="rgb",
+        **_AUTHORS,
+    ),
+    WeightRecord.named(
+        "memnet.denoise_blind",
+        task="denoise",
+        description="MemNet M6R6 grey Gaussian denoising, one model for any sigma (restorekit's own, not trained yet)",
+        config=_M6R6,
+        in_channels=1,
+        out_channels=1,
+        params=_M6R6_PARAMS,
+        license="MIT (restorekit's own weights, once trained)",
+        origin="restorekit retraining (not yet run); the network mirrors tyshiwo/MemNet's Caffe deploy net",
+        paper=_PAPER,
         notes="weights not published yet: restorekit's own blind denoiser comes from a training run. Meanwhile use "
         "memnet.denoise_s30/_s50/_s70 (the authors' model), pretrained=False, or weights= a file of your own.",
+        grey_on_color="rgb",
     ),
-    *(
-        _record(
-            f"sr_x{s}",
-            "sr",
-            f"MemNet M6R6 x{s} super-resolution on the bicubic-upsampled Y: the authors' model",
-            scale=s,
-            source="MemNet_M6R6_80C64_SR",
-            notes=_SR_NOTE,
-        )
-        for s in (2, 3, 4)
+    WeightRecord.named(
+        "memnet.sr_x2",
+        task="sr",
+        scale=2,
+        description="MemNet M6R6 x2 super-resolution on the bicubic-upsampled Y: the authors' model",
+        config=_M6R6_MX,
+        in_channels=1,
+        out_channels=1,
+        params=_M6R6_PARAMS,
+        upstream=_official(_SR),
+        origin=_origin(_SR),
+        metrics=psnr_ssim(
+            "y_shave_scale",
+            ("Set5", 37.78, 0.9597),
+            ("Set14", 33.28, 0.9142),
+            ("B100", 32.08, 0.8978),
+            ("Urban100", 31.31, 0.9195),
+        ),
+        notes=_SR_NOTE,
+        pre_upsample=True,
+        **_AUTHORS,
     ),
-    *(
-        _record(
-            f"sr_m10r10_x{s}",
-            "sr",
-            f"MemNet M10R10 (212 layers) x{s} super-resolution on the bicubic-upsampled Y: the authors' model",
-            scale=s,
-            blocks=10,
-            source="MemNet_M10R10_212C64_SR",
-            notes=_SR_NOTE.replace("network", "M10R10 network"),
-        )
-        for s in (2, 3, 4)
+    WeightRecord.named(
+        "memnet.sr_x3",
+        task="sr",
+        scale=3,
+        description="MemNet M6R6 x3 super-resolution on the bicubic-upsampled Y: the authors' model",
+        config=_M6R6_MX,
+        in_channels=1,
+        out_channels=1,
+        params=_M6R6_PARAMS,
+        upstream=_official(_SR),
+        origin=_origin(_SR),
+        metrics=psnr_ssim(
+            "y_shave_scale",
+            ("Set5", 34.09, 0.9248),
+            ("Set14", 30.00, 0.8350),
+            ("B100", 28.96, 0.8001),
+            ("Urban100", 27.56, 0.8376),
+        ),
+        notes=_SR_NOTE,
+        pre_upsample=True,
+        **_AUTHORS,
     ),
-    *(
-        _record(
-            f"jpeg_q{q}",
-            "jpeg",
-            f"MemNet M6R6 JPEG deblocking (Y), quality {q}: the authors' model",
-            quality=q,
-            source="MemNet_M6R6_80C64_JD",
-            notes=_JD_NOTE,
-        )
-        for q in (10, 20)
+    WeightRecord.named(
+        "memnet.sr_x4",
+        task="sr",
+        scale=4,
+        description="MemNet M6R6 x4 super-resolution on the bicubic-upsampled Y: the authors' model",
+        config=_M6R6_MX,
+        in_channels=1,
+        out_channels=1,
+        params=_M6R6_PARAMS,
+        upstream=_official(_SR),
+        origin=_origin(_SR),
+        metrics=psnr_ssim(
+            "y_shave_scale",
+            ("Set5", 31.74, 0.8893),
+            ("Set14", 28.26, 0.7723),
+            ("B100", 27.40, 0.7281),
+            ("Urban100", 25.50, 0.7630),
+        ),
+        notes=_SR_NOTE,
+        pre_upsample=True,
+        **_AUTHORS,
+    ),
+    WeightRecord.named(
+        "memnet.sr_m10r10_x2",
+        task="sr",
+        scale=2,
+        description="MemNet M10R10 (212 layers) x2 super-resolution on the bicubic-upsampled Y: the authors' model",
+        config=_M10R10_MX,
+        in_channels=1,
+        out_channels=1,
+        params=_M10R10_PARAMS,
+        upstream=_official(_SR_M10R10),
+        origin=_origin(_SR_M10R10),
+        notes=_SR_M10R10_NOTE,
+        pre_upsample=True,
+        **_AUTHORS,
+    ),
+    WeightRecord.named(
+        "memnet.sr_m10r10_x3",
+        task="sr",
+        scale=3,
+        description="MemNet M10R10 (212 layers) x3 super-resolution on the bicubic-upsampled Y: the authors' model",
+        config=_M10R10_MX,
+        in_channels=1,
+        out_channels=1,
+        params=_M10R10_PARAMS,
+        upstream=_official(_SR_M10R10),
+        origin=_origin(_SR_M10R10),
+        notes=_SR_M10R10_NOTE,
+        pre_upsample=True,
+        **_AUTHORS,
+    ),
+    WeightRecord.named(
+        "memnet.sr_m10r10_x4",
+        task="sr",
+        scale=4,
+        description="MemNet M10R10 (212 layers) x4 super-resolution on the bicubic-upsampled Y: the authors' model",
+        config=_M10R10_MX,
+        in_channels=1,
+        out_channels=1,
+        params=_M10R10_PARAMS,
+        upstream=_official(_SR_M10R10),
+        origin=_origin(_SR_M10R10),
+        notes=_SR_M10R10_NOTE,
+        pre_upsample=True,
+        **_AUTHORS,
+    ),
+    WeightRecord.named(
+        "memnet.jpeg_q10",
+        task="jpeg",
+        description="MemNet M6R6 JPEG deblocking (Y), quality 10: the authors' model",
+        config=_M6R6_MX,
+        in_channels=1,
+        out_channels=1,
+        params=_M6R6_PARAMS,
+        upstream=_official(_JD),
+        origin=_origin(_JD),
+        metrics=psnr_ssim("y_full", ("Classic5", 29.69), ("LIVE1", 29.45)),
+        notes=_JD_NOTE,
+        **_AUTHORS,
+    ),
+    WeightRecord.named(
+        "memnet.jpeg_q20",
+        task="jpeg",
+        description="MemNet M6R6 JPEG deblocking (Y), quality 20: the authors' model",
+        config=_M6R6_MX,
+        in_channels=1,
+        out_channels=1,
+        params=_M6R6_PARAMS,
+        upstream=_official(_JD),
+        origin=_origin(_JD),
+        notes=_JD_NOTE,
+        **_AUTHORS,
     ),
 )

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConversionError, InputError
-from ..registry import ArchSpec, HubSource, Metric, UrlSource, WeightRecord, register_arch, register_weights
+from ..registry import ArchSpec, UrlSource, WeightRecord, psnr_ssim, register_arch, register_weights
 
 SIZE_MULTIPLE = 8  # two 2x downsamplings inside each quarter patch of a 2x2 split
 
@@ -379,71 +379,70 @@ LICENSE_NOTICE = (
     "(teaching, research, personal work) with credit; commercial use needs the authors' permission "
     "(see swz30/MPRNet LICENSE.md)."
 )
-_PADDLE_URL = "https://paddlegan.bj.bcebos.com/models/MPR_{}.pdparams"
+# PaddleGAN's port of the authors' models. PaddleGAN publishes no checksum for these files (none found in its code,
+# docs or issues), so none is invented here: resolve() fetches them only with trust on first use
+# (RESTOREKIT_ALLOW_UNPINNED=1). No restorekit-made copy is on the hub.
+_PADDLEGAN = dict(
+    size_multiple=SIZE_MULTIPLE,
+    license=LICENSE,
+    license_notice=LICENSE_NOTICE,
+    paper=_PAPER,
+    notes="restorekit's own hub copy is not published yet; PaddleGAN's file has no published checksum, so "
+    "its download needs RESTOREKIT_ALLOW_UNPINNED=1 (trust on first use; the sha256 is logged and kept). "
+    "Metrics are the paper's (reported, not measured here)",
+)
 
-# task -> (tag, PaddleGAN file stem, widths n/s/o, params, reported metrics, description)
-_VARIANTS: dict[str, tuple[str, tuple[int, int, int], int, tuple[tuple[str, float, float], ...], str]] = {
-    "deblur": (
-        "Deblurring",
-        (96, 48, 32),
-        20_127_073,
-        (("GoPro", 32.66, 0.959), ("HIDE", 30.96, 0.939)),
-        "MPRNet motion deblurring (GoPro-trained)",
+# Reported figures: the paper's tables, as the authors' evaluation scripts measure them (swz30/MPRNet): RGB for
+# deblurring (evaluate_GOPRO_HIDE.m) and denoising, the Y channel for deraining (Deraining/evaluate_PSNR_SSIM.m).
+register_weights(
+    WeightRecord.named(
+        "mprnet.deblur",
+        task="deblur",
+        description="MPRNet motion deblurring (GoPro-trained)",
+        config={**SPEC.default_config, "n_feat": 96, "scale_unetfeats": 48, "scale_orsnetfeats": 32},
+        params=20_127_073,
+        upstream=UrlSource(
+            "https://paddlegan.bj.bcebos.com/models/MPR_Deblurring.pdparams", format="paddle", pinned=False
+        ),
+        origin="PaddleGAN's published MPR_Deblurring.pdparams (its port of the authors' model), "
+        "converted to safetensors on first use",
+        metrics=psnr_ssim("full_image", ("GoPro", 32.66, 0.959), ("HIDE", 30.96, 0.939)),
+        default=True,
+        **_PADDLEGAN,
     ),
-    "denoise": (
-        "Denoising",
-        (80, 48, 32),
-        15_741_025,
-        (("SIDD", 39.71, 0.958), ("DND", 39.80, 0.954)),
-        "MPRNet real-noise denoising (SIDD-trained)",
+    WeightRecord.named(
+        "mprnet.denoise",
+        task="denoise",
+        description="MPRNet real-noise denoising (SIDD-trained)",
+        config={**SPEC.default_config, "n_feat": 80, "scale_unetfeats": 48, "scale_orsnetfeats": 32},
+        params=15_741_025,
+        upstream=UrlSource(
+            "https://paddlegan.bj.bcebos.com/models/MPR_Denoising.pdparams", format="paddle", pinned=False
+        ),
+        origin="PaddleGAN's published MPR_Denoising.pdparams (its port of the authors' model), "
+        "converted to safetensors on first use",
+        metrics=psnr_ssim("full_image", ("SIDD", 39.71, 0.958), ("DND", 39.80, 0.954)),
+        **_PADDLEGAN,
     ),
-    "derain": (
-        "Deraining",
-        (40, 20, 16),
-        3_637_249,
-        (
+    WeightRecord.named(
+        "mprnet.derain",
+        task="derain",
+        description="MPRNet deraining (trained on the 13,712-pair rain mixture)",
+        config={**SPEC.default_config, "n_feat": 40, "scale_unetfeats": 20, "scale_orsnetfeats": 16},
+        params=3_637_249,
+        upstream=UrlSource(
+            "https://paddlegan.bj.bcebos.com/models/MPR_Deraining.pdparams", format="paddle", pinned=False
+        ),
+        origin="PaddleGAN's published MPR_Deraining.pdparams (its port of the authors' model), "
+        "converted to safetensors on first use",
+        metrics=psnr_ssim(
+            "y_full",
             ("Test100", 30.27, 0.897),
             ("Rain100H", 30.41, 0.890),
             ("Rain100L", 36.40, 0.965),
             ("Test2800", 33.64, 0.938),
             ("Test1200", 32.91, 0.916),
         ),
-        "MPRNet deraining (trained on the 13,712-pair rain mixture)",
+        **_PADDLEGAN,
     ),
-}
-
-
-def _record(task: str) -> WeightRecord:
-    stem, (n, s, o), params, reported, description = _VARIANTS[task]
-    metrics = tuple(
-        m
-        for ds, psnr, ssim in reported
-        for m in (Metric(ds, "psnr", psnr, "rgb", "reported"), Metric(ds, "ssim", ssim, "rgb", "reported"))
-    )
-    return WeightRecord(
-        arch="mprnet",
-        tag=task,
-        task=task,
-        description=description,
-        config={**SPEC.default_config, "n_feat": n, "scale_unetfeats": s, "scale_orsnetfeats": o},
-        size_multiple=SIZE_MULTIPLE,
-        dtypes=("float32",),
-        params=params,
-        hub=HubSource(repo_id="restorekit/mprnet", filename=f"mprnet_{task}.safetensors"),
-        # PaddleGAN publishes no checksum for these files (none found in its code, docs or issues), so none
-        # is invented here: resolve() fetches them only with trust on first use (RESTOREKIT_ALLOW_UNPINNED=1).
-        upstream=UrlSource(url=_PADDLE_URL.format(stem), format="paddle", pinned=False),
-        license=LICENSE,
-        license_notice=LICENSE_NOTICE,
-        origin=f"PaddleGAN's published MPR_{stem}.pdparams (its port of the authors' model), "
-        "converted to safetensors on first use",
-        paper=_PAPER,
-        metrics=metrics,
-        default=task == "deblur",
-        notes="restorekit's own hub copy is not published yet; PaddleGAN's file has no published checksum, so "
-        "its download needs RESTOREKIT_ALLOW_UNPINNED=1 (trust on first use; the sha256 is logged and kept). "
-        "Metrics are the paper's (reported, not measured here)",
-    )
-
-
-register_weights(*(_record(t) for t in ("deblur", "denoise", "derain")))
+)

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..registry import ArchSpec, HubSource, Metric, UrlSource, WeightRecord, register_arch, register_weights
+from ..registry import ArchSpec, UrlSource, WeightRecord, psnr_ssim, register_arch, register_weights
 
 DIV2K_MEAN = (0.4488, 0.4371, 0.4040)
 
@@ -141,54 +141,81 @@ SPEC = register_arch(
     )
 )
 
-_PAPER = "Li, Fang, Mei, Zhang. Multi-scale Residual Network for Image Super-Resolution. ECCV 2018"
-_UPSTREAM = "https://raw.githubusercontent.com/MIVRC/MSRN-PyTorch/a0e038de7eb42e21d2e88c38e6490b61a02c566e/MSRN/Test/model/MSRN_x{s}.pt"
-_BLOBS = {
-    2: "3f8567d12441e9c325d9dc476f5751ac22f34cae",
-    3: "67f33904a6363c4222bd489b537da15abc7f8664",
-    4: "b33bab1e672cdbd3d6d96feda47f3e52bae44df6",
-    8: "f78d601b1b056e72e2ec53d5d1784476db014dd5",
-}
-_PARAMS = {2: 5_930_331, 3: 6_114_971, 4: 6_078_043, 8: 6_225_755}
-# Authors' README, RGB-retrained model (Y-channel PSNR/SSIM, shave = scale): reported, not yet measured here.
-_REPORTED = {
-    2: (("Set5", 38.07, 0.9608), ("Set14", 33.68, 0.9184), ("B100", 32.22, 0.9002), ("Urban100", 32.32, 0.9304)),
-    3: (("Set5", 34.48, 0.9276), ("Set14", 30.40, 0.8436), ("B100", 29.13, 0.8061), ("Urban100", 28.31, 0.8560)),
-    4: (("Set5", 32.25, 0.8958), ("Set14", 28.63, 0.7833), ("B100", 27.61, 0.7377), ("Urban100", 26.22, 0.7905)),
-}
+# The authors' DIV2K-trained checkpoints at a pinned commit of MIVRC/MSRN-PyTorch, each pinned by its git blob
+# SHA-1. No restorekit-trained MSRN weights exist yet, so there is no hub source.
+_UPSTREAM = (
+    "https://raw.githubusercontent.com/MIVRC/MSRN-PyTorch/a0e038de7eb42e21d2e88c38e6490b61a02c566e/MSRN/Test/model/"
+)
+_AUTHORS = dict(
+    license="MIT (MIVRC/MSRN-PyTorch)",
+    origin="MIVRC/MSRN-PyTorch MSRN/Test/model, converted to safetensors on first use",
+    paper="Li, Fang, Mei, Zhang. Multi-scale Residual Network for Image Super-Resolution. ECCV 2018",
+    notes="restorekit's own hub weights are not published yet; the authors' checkpoint is used meanwhile",
+)
 
-
-def _record(scale: int) -> WeightRecord:
-    reported = tuple(
-        m
-        for ds, psnr, ssim in _REPORTED.get(scale, ())
-        for m in (
-            Metric(ds, "psnr", psnr, "y_shave_scale", "reported"),
-            Metric(ds, "ssim", ssim, "y_shave_scale", "reported"),
-        )
-    )
-    return WeightRecord(
-        arch="msrn",
-        tag=f"sr_x{scale}",
+# Reported figures: the authors' README, RGB-retrained model (Y-channel PSNR/SSIM, shave = scale), not yet measured
+# here; none for x8.
+register_weights(
+    WeightRecord.named(
+        "msrn.sr_x2",
         task="sr",
-        description=f"MSRN x{scale} bicubic super-resolution (RGB), the authors' DIV2K-trained weights",
-        config={**SPEC.default_config, "scale": scale},
-        scale=scale,
-        in_channels=3,
-        out_channels=3,
-        size_multiple=1,
-        dtypes=("float32",),
-        params=_PARAMS[scale],
-        # No restorekit-trained MSRN weights yet: the hub entry stays unpublished until they are.
-        hub=HubSource(repo_id="restorekit/msrn", filename=f"msrn_sr_x{scale}.safetensors"),
-        upstream=UrlSource(url=_UPSTREAM.format(s=scale), format="torch", git_blob_sha1=_BLOBS[scale]),
-        license="MIT (MIVRC/MSRN-PyTorch)",
-        origin="MIVRC/MSRN-PyTorch MSRN/Test/model, converted to safetensors on first use",
-        paper=_PAPER,
-        metrics=reported,
-        default=scale == 4,
-        notes="restorekit's own hub weights are not published yet; the authors' checkpoint is used meanwhile",
-    )
-
-
-register_weights(*(_record(s) for s in (2, 3, 4, 8)))
+        scale=2,
+        description="MSRN x2 bicubic super-resolution (RGB), the authors' DIV2K-trained weights",
+        config={**SPEC.default_config, "scale": 2},
+        params=5_930_331,
+        upstream=UrlSource(_UPSTREAM + "MSRN_x2.pt", git_blob_sha1="3f8567d12441e9c325d9dc476f5751ac22f34cae"),
+        metrics=psnr_ssim(
+            "y_shave_scale",
+            ("Set5", 38.07, 0.9608),
+            ("Set14", 33.68, 0.9184),
+            ("B100", 32.22, 0.9002),
+            ("Urban100", 32.32, 0.9304),
+        ),
+        **_AUTHORS,
+    ),
+    WeightRecord.named(
+        "msrn.sr_x3",
+        task="sr",
+        scale=3,
+        description="MSRN x3 bicubic super-resolution (RGB), the authors' DIV2K-trained weights",
+        config={**SPEC.default_config, "scale": 3},
+        params=6_114_971,
+        upstream=UrlSource(_UPSTREAM + "MSRN_x3.pt", git_blob_sha1="67f33904a6363c4222bd489b537da15abc7f8664"),
+        metrics=psnr_ssim(
+            "y_shave_scale",
+            ("Set5", 34.48, 0.9276),
+            ("Set14", 30.40, 0.8436),
+            ("B100", 29.13, 0.8061),
+            ("Urban100", 28.31, 0.8560),
+        ),
+        **_AUTHORS,
+    ),
+    WeightRecord.named(
+        "msrn.sr_x4",
+        task="sr",
+        scale=4,
+        description="MSRN x4 bicubic super-resolution (RGB), the authors' DIV2K-trained weights",
+        config={**SPEC.default_config, "scale": 4},
+        params=6_078_043,
+        upstream=UrlSource(_UPSTREAM + "MSRN_x4.pt", git_blob_sha1="b33bab1e672cdbd3d6d96feda47f3e52bae44df6"),
+        metrics=psnr_ssim(
+            "y_shave_scale",
+            ("Set5", 32.25, 0.8958),
+            ("Set14", 28.63, 0.7833),
+            ("B100", 27.61, 0.7377),
+            ("Urban100", 26.22, 0.7905),
+        ),
+        default=True,
+        **_AUTHORS,
+    ),
+    WeightRecord.named(
+        "msrn.sr_x8",
+        task="sr",
+        scale=8,
+        description="MSRN x8 bicubic super-resolution (RGB), the authors' DIV2K-trained weights",
+        config={**SPEC.default_config, "scale": 8},
+        params=6_225_755,
+        upstream=UrlSource(_UPSTREAM + "MSRN_x8.pt", git_blob_sha1="f78d601b1b056e72e2ec53d5d1784476db014dd5"),
+        **_AUTHORS,
+    ),
+)

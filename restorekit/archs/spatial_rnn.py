@@ -37,7 +37,7 @@ from torch import nn
 
 from ..errors import ConversionError, InputError
 from ..image import rgb_to_grey
-from ..registry import ArchSpec, BundledSource, HubSource, Metric, WeightRecord, register_arch, register_weights
+from ..registry import ArchSpec, BundledSource, WeightRecord, psnr_ssim, register_arch, register_weights
 
 _MULTIPLE = 16  # four 2x poolings in the guidance U-Net
 _EXTRA = {None: 0, "mask": 1, "hints": 4}
@@ -236,113 +236,100 @@ SPEC = register_arch(
 )
 
 _PAPER = SPEC.paper
-# Convolution parameters: v1 147,677 and v2 148,023 (the authors' prototxts; checked by tests). The
-# conditioned variants add 3 (conv0) + 16 * 25 (conv2) weights per extra input channel.
-_TASKS = {
-    "denoise": ("denoise", None, "Gaussian denoising (RGB)", 147_677),
-    "smooth_l0": ("smooth", None, "edge-preserving smoothing imitating L0 gradient minimisation (RGB)", 147_677),
-    "inpaint": ("inpaint", "mask", "inpainting: pass mask= (1 = known pixel, 0 = to fill)", 148_104),
-    "colorize": (
-        "colorize",
-        "hints",
-        "colourisation from sparse colour: pass the image and mask= (1 = its colour there is known)",
-        149_385,
-    ),
-}
+
+# The weights restorekit trained and ships inside the package (restorekit/weights/, fp16 safetensors): digest and
+# size of each file, the training run, and what `restorekit eval` measured on the shipped file (commands in
+# docs/spatial_rnn.md), through the Restorer with its mirrored border (16 px; none for the masked models).
+# Parameter counts: v1 147,677 (the authors' prototxt; checked by tests). The conditioned variants add 3 (conv0)
+# + 16 * 25 (conv2) weights per extra input channel.
+_SHIPPED = dict(in_channels=3, out_channels=3, license="MIT (restorekit)", paper=_PAPER)
 
 
-# The weights restorekit trained and ships inside the package (restorekit/weights/, fp16 safetensors):
-# digest and size of each file, the training run, and what `restorekit eval` measured on the shipped file
-# (commands in docs/spatial_rnn.md), through the Restorer with its mirrored border (16 px; none for the masked
-# models). Tags missing here are unpublished.
-_TRAINING = (
-    "restorekit-train fit --preset spatial_rnn.{tag} on BSD200 + T91 (291 colour images, no test image), "
-    "64-px patches, batch 16, Adam 5e-4 with cosine decay, {steps} steps, EMA 0.999; exported as fp16"
-)
-_SHIPPED: dict[str, dict[str, Any]] = {
-    "denoise": dict(
-        sha256="cde0b2634692a40ab3c22ea6e191392811812ff8a12eafbd57bd2e884d4d2aa5",
-        size=297_562,
-        steps=6_000,
-        metrics=[
-            ("CBSD68 sigma 15", "psnr", 32.19, "full_image"),
-            ("CBSD68 sigma 15", "ssim", 0.9071, "full_image"),
-            ("CBSD68 sigma 25", "psnr", 29.73, "full_image"),
-            ("CBSD68 sigma 25", "ssim", 0.8506, "full_image"),
-            ("CBSD68 sigma 50", "psnr", 25.18, "full_image"),
-            ("CBSD68 sigma 50", "ssim", 0.7053, "full_image"),
-            ("BSD68 sigma 15 (grey)", "psnr", 30.42, "full_image"),
-            ("BSD68 sigma 15 (grey)", "ssim", 0.8652, "full_image"),
-            ("BSD68 sigma 25 (grey)", "psnr", 27.93, "full_image"),
-            ("BSD68 sigma 25 (grey)", "ssim", 0.7858, "full_image"),
-            ("BSD68 sigma 50 (grey)", "psnr", 23.70, "full_image"),
-            ("BSD68 sigma 50 (grey)", "ssim", 0.6330, "full_image"),
-        ],
-        notes="blind over sigma 0-50 (trained on colour; a grey image runs as three equal channels); "
-        "the noisy input scores 24.61 / 20.17 / 14.15 dB on CBSD68 at sigma 15 / 25 / 50",
-    ),
-    "smooth_l0": dict(
-        sha256="d827a2d04153c6b9b8c08698070663d89d5265c45b58ff32074d15ab678d28cf",
-        size=297_562,
-        steps=5_000,
-        metrics=[
-            ("CBSD68 vs L0 lambda 0.02", "psnr", 30.33, "full_image"),
-            ("CBSD68 vs L0 lambda 0.02", "ssim", 0.9388, "full_image"),
-        ],
-        notes="imitates restorekit.filters.l0_smooth(lam=0.02) (restorekit run l0smooth); the unfiltered input "
-        "scores 26.87 dB / 0.7614 against the L0 output",
-    ),
-    "inpaint": dict(
-        sha256="d6148acf2338946884cf6bf2ba191d49d9fd1658516fc0938f519edd69bcdcc1",
-        size=298_416,
-        steps=6_000,
-        metrics=[
-            ("CBSD68 50% missing", "psnr", 29.72, "full_image"),
-            ("CBSD68 50% missing", "ssim", 0.8852, "full_image"),
-        ],
-        notes="trained with 50 % of the pixels missing at random; known pixels are returned unchanged; "
-        "nearest-neighbour fill scores 26.68 dB / 0.8456 on the same masks",
-    ),
-    "colorize": dict(
-        sha256="16303f65d5bb130a01e96107458ea8c7bfc85267e99dd47acf3533472f812024",
-        size=300_986,
-        steps=5_000,
-        metrics=[
-            ("CBSD68 3% colour hints", "psnr", 25.08, "full_image"),
-            ("CBSD68 3% colour hints", "ssim", 0.9132, "full_image"),
-        ],
-        notes="trained with the colour known at 3 % of the pixels; the input's luma and hints are kept; the grey "
-        "image with the hints pasted in scores 22.93 dB / 0.9207 (higher SSIM, lower PSNR)",
-    ),
-}
-
-
-def _record(tag: str) -> WeightRecord:
-    task, condition, description, params = _TASKS[tag]
-    shipped = _SHIPPED.get(tag)
-    filename = f"spatial_rnn_{tag}.safetensors"
-    return WeightRecord(
-        arch="spatial_rnn",
-        tag=tag,
-        task=task,
-        description=f"Spatial RNN (LRNN v1) {description}",
-        config={**SPEC.default_config, "condition": condition},
-        in_channels=3,
-        out_channels=3,
-        size_multiple=1,
-        dtypes=("float32",),
-        params=params,
-        hub=HubSource(repo_id="restorekit/spatial_rnn", filename=filename),
-        bundled=BundledSource(filename, shipped["sha256"], shipped["size"]) if shipped else None,
-        license="MIT (restorekit)",
-        origin=_TRAINING.format(tag=tag, steps=shipped["steps"])
-        if shipped
-        else "restorekit's own training (not published yet)",
-        paper=_PAPER,
-        metrics=tuple(Metric(*m) for m in shipped["metrics"]) if shipped else (),
-        default=tag == "denoise",
-        notes=shipped["notes"] if shipped else "not trained yet; pretrained=False builds the network",
+def _training(preset: str, steps: int) -> str:
+    return (
+        f"restorekit-train fit --preset {preset} on BSD200 + T91 (291 colour images, no test image), "
+        f"64-px patches, batch 16, Adam 5e-4 with cosine decay, {steps} steps, EMA 0.999; exported as fp16"
     )
 
 
-register_weights(*(_record(tag) for tag in _TASKS))
+register_weights(
+    WeightRecord.named(
+        "spatial_rnn.denoise",
+        task="denoise",
+        description="Spatial RNN (LRNN v1) Gaussian denoising (RGB)",
+        config={**SPEC.default_config, "condition": None},
+        params=147_677,
+        bundled=BundledSource(
+            "spatial_rnn_denoise.safetensors",
+            sha256="cde0b2634692a40ab3c22ea6e191392811812ff8a12eafbd57bd2e884d4d2aa5",
+            size=297_562,
+        ),
+        origin=_training("spatial_rnn.denoise", steps=6_000),
+        metrics=psnr_ssim(
+            "full_image",
+            ("CBSD68 sigma 15", 32.19, 0.9071),
+            ("CBSD68 sigma 25", 29.73, 0.8506),
+            ("CBSD68 sigma 50", 25.18, 0.7053),
+            ("BSD68 sigma 15 (grey)", 30.42, 0.8652),
+            ("BSD68 sigma 25 (grey)", 27.93, 0.7858),
+            ("BSD68 sigma 50 (grey)", 23.70, 0.6330),
+            source="measured",
+        ),
+        default=True,
+        notes="blind over sigma 0-50 (trained on colour; a grey image runs as three equal channels); "
+        "the noisy input scores 24.61 / 20.17 / 14.15 dB on CBSD68 at sigma 15 / 25 / 50",
+        **_SHIPPED,
+    ),
+    WeightRecord.named(
+        "spatial_rnn.smooth_l0",
+        task="smooth",
+        description="Spatial RNN (LRNN v1) edge-preserving smoothing imitating L0 gradient minimisation (RGB)",
+        config={**SPEC.default_config, "condition": None},
+        params=147_677,
+        bundled=BundledSource(
+            "spatial_rnn_smooth_l0.safetensors",
+            sha256="d827a2d04153c6b9b8c08698070663d89d5265c45b58ff32074d15ab678d28cf",
+            size=297_562,
+        ),
+        origin=_training("spatial_rnn.smooth_l0", steps=5_000),
+        metrics=psnr_ssim("full_image", ("CBSD68 vs L0 lambda 0.02", 30.33, 0.9388), source="measured"),
+        notes="imitates restorekit.filters.l0_smooth(lam=0.02) (restorekit run l0smooth); the unfiltered input "
+        "scores 26.87 dB / 0.7614 against the L0 output",
+        **_SHIPPED,
+    ),
+    WeightRecord.named(
+        "spatial_rnn.inpaint",
+        task="inpaint",
+        description="Spatial RNN (LRNN v1) inpainting: pass mask= (1 = known pixel, 0 = to fill)",
+        config={**SPEC.default_config, "condition": "mask"},
+        params=148_104,
+        bundled=BundledSource(
+            "spatial_rnn_inpaint.safetensors",
+            sha256="d6148acf2338946884cf6bf2ba191d49d9fd1658516fc0938f519edd69bcdcc1",
+            size=298_416,
+        ),
+        origin=_training("spatial_rnn.inpaint", steps=6_000),
+        metrics=psnr_ssim("full_image", ("CBSD68 50% missing", 29.72, 0.8852), source="measured"),
+        notes="trained with 50 % of the pixels missing at random; known pixels are returned unchanged; "
+        "nearest-neighbour fill scores 26.68 dB / 0.8456 on the same masks",
+        **_SHIPPED,
+    ),
+    WeightRecord.named(
+        "spatial_rnn.colorize",
+        task="colorize",
+        description="Spatial RNN (LRNN v1) colourisation from sparse colour: pass the image and mask= "
+        "(1 = its colour there is known)",
+        config={**SPEC.default_config, "condition": "hints"},
+        params=149_385,
+        bundled=BundledSource(
+            "spatial_rnn_colorize.safetensors",
+            sha256="16303f65d5bb130a01e96107458ea8c7bfc85267e99dd47acf3533472f812024",
+            size=300_986,
+        ),
+        origin=_training("spatial_rnn.colorize", steps=5_000),
+        metrics=psnr_ssim("full_image", ("CBSD68 3% colour hints", 25.08, 0.9132), source="measured"),
+        notes="trained with the colour known at 3 % of the pixels; the input's luma and hints are kept; the grey "
+        "image with the hints pasted in scores 22.93 dB / 0.9207 (higher SSIM, lower PSNR)",
+        **_SHIPPED,
+    ),
+)

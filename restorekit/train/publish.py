@@ -337,9 +337,11 @@ def record_text(result: ExportResult, record: WeightRecord, revision: str | None
     metrics = "".join(f"        {_metric_py(m)},\n" for m in result.metrics)
     dtypes = record.dtypes  # validated inference dtypes: an fp16 file alone does not validate fp16 inference
     origin = f"restorekit's own training ({result.step} steps, {result.source} weights, stored as {result.dtype})"
+    pin = "" if revision else " Fill in revision= first: a record refuses a hub source without its commit."
     return (
         f"# {result.model_name}: restorekit's own weights, step {result.step} ({result.source}), {result.dtype}.\n"
-        f"# Paste into the WeightRecord of {result.model_name} in restorekit/archs/{result.arch}.py.\n"
+        f'# Paste into its row, WeightRecord.named("{result.model_name}", ...) in restorekit/archs/{result.arch}.py\n'
+        f"# (grep -n '\"{result.model_name}\"' finds it).{pin}\n"
         "from restorekit.registry import BundledSource, HubSource, Metric\n\n"
         "RECORD = dict(\n"
         "    hub=HubSource(\n"
