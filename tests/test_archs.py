@@ -108,16 +108,14 @@ def test_receptive_field_claim_holds(arch):
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_restorer_pads_and_crops_any_size(name):
+def test_restorer_pads_and_crops_any_size(name, tiny_record):
     # The Restorer's contract on each registered model at tiny size: odd sizes in, exact scale x size out.
-    import dataclasses
 
     from restorekit import registry
     from restorekit.restorer import Restorer
 
     rec = get_record(name)
-    spec = get_arch(rec.arch)
-    tiny = dataclasses.replace(rec, tag=rec.tag + "_tinytest", default=False, config={**rec.config, **spec.tiny_config})
+    tiny = tiny_record(name, "_tinytest")
     with registry.temporary(None, tiny):
         r = Restorer(tiny.name, pretrained=False, device="cpu")
         for h, w in [(1, 1), (7, 13), (rec.size_multiple + 1, 2 * rec.size_multiple - 1)]:

@@ -61,6 +61,7 @@ def test_bundled_file_matches_its_record(record, tmp_path, monkeypatch):
     assert "restorekit-train" in record.origin and record.license.startswith("MIT")
 
 
+@pytest.mark.slow  # builds a wheel
 def test_the_wheel_carries_the_weights(tmp_path):
     wheel = _build_wheel(tmp_path)
     with zipfile.ZipFile(wheel) as zf:

@@ -6,6 +6,7 @@ Scale's γ/β, every shared convolution stored again under each layer that uses 
 output is computed by a plain Caffe-semantics forward over those blobs, independent of our modules.
 """
 
+import json
 import struct
 
 import numpy as np
@@ -236,20 +237,17 @@ def _caffe_forward(blobs: dict[str, list[np.ndarray]], x: torch.Tensor, blocks: 
     return result
 
 
-TINY = {"channels": 4, "blocks": 2, "recursions": 3}
-
-
-def test_memnet_caffemodel_through_cli_convert_and_restorer(tmp_path, capsys):
-    blobs = _authors_blobs(TINY["blocks"], TINY["recursions"], TINY["channels"])
+def test_memnet_caffemodel_through_cli_convert_and_restorer(tmp_path, capsys, m2r3):
+    blobs = _authors_blobs(m2r3["blocks"], m2r3["recursions"], m2r3["channels"])
     src = tmp_path / "MemNet_tiny_GD.caffemodel"
     _write(src, blobs, legacy_bias=True)
     dst = tmp_path / "memnet_tiny.safetensors"
     # memnet.denoise_s30 is the authors' MXNet file, whose graph's BatchNorm eps (1e-4) is not Caffe's.
-    config = '{"channels": 4, "blocks": 2, "recursions": 3}'
+    config = json.dumps(m2r3)
     argv = ["convert", str(src), str(dst), "--model", "memnet.denoise_s30", "--config", config, "--from", "caffe"]
     assert main(argv) == 1
     assert """pass the config {"bn_eps": 1e-05}""" in capsys.readouterr().err
-    config = '{"channels": 4, "blocks": 2, "recursions": 3, "bn_eps": 1e-5}'
+    config = json.dumps({**m2r3, "bn_eps": 1e-5})
     argv = ["convert", str(src), str(dst), "--model", "memnet.denoise_s30", "--config", config, "--from", "caffe"]
     assert main(argv) == 0
     sd, header = read_weights(dst)
@@ -257,7 +255,7 @@ def test_memnet_caffemodel_through_cli_convert_and_restorer(tmp_path, capsys):
     assert torch.equal(sd["memory.1.conv_a.weight"], torch.from_numpy(blobs["conv02_03_a"][0]))
     assert torch.equal(sd["recon_conv.bias"], torch.from_numpy(blobs["conv_end_02"][1]))
     x = torch.rand(1, 1, 12, 10, generator=torch.Generator().manual_seed(1))
-    ref = _caffe_forward(blobs, _mirrored(x), TINY["blocks"], TINY["recursions"])[..., 16:-16, 16:-16].clamp(0, 1)
+    ref = _caffe_forward(blobs, _mirrored(x), m2r3["blocks"], m2r3["recursions"])[..., 16:-16, 16:-16].clamp(0, 1)
     r = Restorer("memnet.denoise_s30", weights=dst, device="cpu")
     assert torch.allclose(r.run(x), ref, atol=1e-5)
     # A corrupt file fails with the reader's message through the CLI.
@@ -285,7 +283,7 @@ def test_full_size_m6r6_caffemodel_with_the_authors_shapes(tmp_path):
         assert torch.allclose(r.run(x), ref, atol=1e-4)
 
 
-def _expect(tmp_path, blobs, message, config=TINY):
+def _expect(tmp_path, config, blobs, message):
     path = tmp_path / "bad.caffemodel"
     _write(path, blobs)
     spec = get_arch("memnet")
@@ -293,40 +291,42 @@ def _expect(tmp_path, blobs, message, config=TINY):
         read_checkpoint(path, spec, {**spec.default_config, **config}, format="caffe")
 
 
-def test_memnet_mapping_fails_clearly(tmp_path):
+def test_memnet_mapping_fails_clearly(tmp_path, m2r3):
     def fresh():
-        return _authors_blobs(TINY["blocks"], TINY["recursions"], TINY["channels"])
+        return _authors_blobs(m2r3["blocks"], m2r3["recursions"], m2r3["channels"])
 
     b = fresh()
     del b["weight_output_end_02"]
-    _expect(tmp_path, b, r"lacks 1 MemNet layer\(s\): weight_output_end_02")
+    _expect(tmp_path, m2r3, b, r"lacks 1 MemNet layer\(s\): weight_output_end_02")
     b = fresh()
     b["conv01_02_b"][0] = b["conv01_02_b"][0] + 1  # the copies of a shared convolution disagree
-    _expect(tmp_path, b, "'conv01_01_b' and 'conv01_02_b' share one convolution")
+    _expect(tmp_path, m2r3, b, "'conv01_01_b' and 'conv01_02_b' share one convolution")
     b = fresh()
     b["conv_end_02"][1] = b["conv_end_02"][1] * 2
-    _expect(tmp_path, b, "'conv_end_01' and 'conv_end_02' share one convolution")
+    _expect(tmp_path, m2r3, b, "'conv_end_01' and 'conv_end_02' share one convolution")
     b = fresh()
     b["conv1"][0] = np.zeros((5, 1, 3, 3), np.float32)
-    _expect(tmp_path, b, r"'conv1' blob 0 has shape \(5, 1, 3, 3\), the network expects \(4, 1, 3, 3\)")
+    _expect(tmp_path, m2r3, b, r"'conv1' blob 0 has shape \(5, 1, 3, 3\), the network expects \(4, 1, 3, 3\)")
     b = fresh()
     b["fc_extra"] = [np.zeros(3, np.float32)]
-    _expect(tmp_path, b, "layers with weights that M2R3 MemNet does not: fc_extra")
+    _expect(tmp_path, m2r3, b, "layers with weights that M2R3 MemNet does not: fc_extra")
     b = fresh()
     b["bn_conv1"] = b["bn_conv1"][:2]
-    _expect(tmp_path, b, "'bn_conv1' has blobs \\[0, 1\\], a MemNet layer has 3")
+    _expect(tmp_path, m2r3, b, "'bn_conv1' has blobs \\[0, 1\\], a MemNet layer has 3")
     # A deeper file than the config: say which variant it is.
-    _expect(tmp_path, _authors_blobs(3, 3, 4), r'looks like M3R3: pass the config \{"blocks": 3, "recursions": 3\}')
-    _expect(tmp_path, {"fc6": [np.zeros((8, 4), np.float32)]}, "no MemNet recursion layers .* MemNet caffemodel")
+    _expect(
+        tmp_path, m2r3, _authors_blobs(3, 3, 4), r'looks like M3R3: pass the config \{"blocks": 3, "recursions": 3\}'
+    )
+    _expect(tmp_path, m2r3, {"fc6": [np.zeros((8, 4), np.float32)]}, "no MemNet recursion layers .* MemNet caffemodel")
 
 
-def test_batchnorm_factor_zero_gives_zero_statistics_as_caffe_does(tmp_path):
-    blobs = _authors_blobs(TINY["blocks"], TINY["recursions"], TINY["channels"])
+def test_batchnorm_factor_zero_gives_zero_statistics_as_caffe_does(tmp_path, m2r3):
+    blobs = _authors_blobs(m2r3["blocks"], m2r3["recursions"], m2r3["channels"])
     blobs["bn_conv_end_01"][2] = np.zeros(1, np.float32)
     path = tmp_path / "zero.caffemodel"
     _write(path, blobs)
     spec = get_arch("memnet")
-    sd = read_checkpoint(path, spec, {**spec.default_config, **TINY}, format="caffe")
+    sd = read_checkpoint(path, spec, {**spec.default_config, **m2r3}, format="caffe")
     assert not sd["recon_bn.0.running_mean"].any() and not sd["recon_bn.0.running_var"].any()
 
 

@@ -1,6 +1,8 @@
-"""The `restorekit` command end to end, in subprocesses, on real files in a temporary folder."""
+"""The `restorekit` command end to end on real files in a temporary folder: in this process through
+``restorekit.cli.main`` (the ``cli`` fixture), and in real processes where the process itself is the point (the
+``python -m restorekit`` entry point, an interrupt)."""
 
-import os
+import json
 import signal
 import subprocess
 import sys
@@ -13,47 +15,31 @@ import torch
 from PIL import Image
 
 from restorekit import __version__
-from restorekit.archs.msrn import MSRN
+from restorekit.registry import get_arch
 from restorekit.weights import save_weights
 
-TINY = {"scale": 2, "n_feats": 4, "n_blocks": 2, "n_colors": 3, "rgb_range": 255.0}
+from .image_files import write_images
 
 
-def cli(*args, env=None, check=None, **kw):
-    full_env = {**os.environ, **(env or {})}
-    proc = subprocess.run(
-        [sys.executable, "-m", "restorekit", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=full_env,
-        timeout=300,
-        **kw,
-    )
-    if check is not None:
-        assert proc.returncode == check, proc.stdout + proc.stderr
-    return proc
+def _sr_x2_config(**overrides) -> dict:
+    """msrn.sr_x2's full config: the defaults at scale 2 (with ``overrides``, e.g. the tiny widths)."""
+    return {**get_arch("msrn").default_config, "scale": 2, **overrides}
 
 
 @pytest.fixture(scope="module")
-def tiny_weights(tmp_path_factory):
+def tiny_weights(tmp_path_factory, tiny_config, tiny_model):
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("w") / "tiny_x2.safetensors"
-    save_weights(path, MSRN(**TINY).state_dict(), arch="msrn", config=TINY, name="msrn.sr_x2")
+    config = _sr_x2_config(**tiny_config("msrn"))
+    save_weights(path, tiny_model("msrn", scale=2).state_dict(), arch="msrn", config=config, name="msrn.sr_x2")
     return path
 
 
 def _images(folder: Path, n: int, size=(24, 32)) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    paths = []
-    for i in range(n):
-        p = folder / f"img{i}.png"
-        Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(p)
-        paths.append(p)
-    return paths
+    return write_images(folder, n, size)
 
 
-def test_version_list_info():
+def test_version_list_info(cli):
     assert cli("--version", check=0).stdout.strip() == f"restorekit {__version__}"
     out = cli("list", "--task", "sr", check=0).stdout
     assert "msrn.sr_x4" in out and "msrn.sr_x2" in out
@@ -64,7 +50,7 @@ def test_version_list_info():
     assert cli("run", check=2).returncode == 2  # argparse usage error
 
 
-def test_run_folder_glob_and_bad_file(tmp_path, tiny_weights):
+def test_run_folder_glob_and_bad_file(tmp_path, tiny_weights, cli):
     src = tmp_path / "in"
     good = _images(src, 2)
     _images(src / "sub", 1)
@@ -97,7 +83,7 @@ def test_run_folder_glob_and_bad_file(tmp_path, tiny_weights):
     assert "1 written" in redo.stdout
 
 
-def test_never_overwrites_an_input(tmp_path, tiny_weights):
+def test_never_overwrites_an_input(tmp_path, tiny_weights, cli):
     src = _images(tmp_path, 2)
     before = [p.read_bytes() for p in src]
     proc = cli(
@@ -107,12 +93,25 @@ def test_never_overwrites_an_input(tmp_path, tiny_weights):
     assert [p.read_bytes() for p in src] == before
 
 
-def test_interrupt_and_resume(tmp_path):
+@pytest.mark.slow
+def test_the_module_entry_point_is_the_command():
+    # python -m restorekit in a real process: the same output and exit statuses as main() in this process.
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "restorekit", *args], capture_output=True, text=True, timeout=300)
+
+    assert run("--version").stdout.strip() == f"restorekit {__version__}"
+    bad = run("info", "msrnn.sr_x4")
+    assert bad.returncode == 1 and "Did you mean" in bad.stderr and "Traceback" not in bad.stderr
+    assert run("run").returncode == 2  # argparse usage error
+
+
+@pytest.mark.slow
+def test_interrupt_and_resume(tmp_path, cli):
     # Full-width MSRN x2 (random weights) so each image takes long enough to interrupt mid-run.
     torch.manual_seed(0)
-    full = {**TINY, "n_feats": 64, "n_blocks": 8}
+    full = _sr_x2_config()
     weights = tmp_path / "full.safetensors"
-    save_weights(weights, MSRN(**full).state_dict(), arch="msrn", config=full, name="msrn.sr_x2")
+    save_weights(weights, get_arch("msrn").build(**full).state_dict(), arch="msrn", config=full, name="msrn.sr_x2")
     src = _images(tmp_path / "in", 6, size=(96, 96))
     out = tmp_path / "out"
     args = [
@@ -149,32 +148,33 @@ def test_interrupt_and_resume(tmp_path):
     assert not stale.exists()
 
 
-def test_download_offline_says_what_to_do(tmp_path):
-    proc = cli("download", "msrn.sr_x2", env={"RESTOREKIT_OFFLINE": "1", "RESTOREKIT_CACHE": str(tmp_path)}, check=1)
+def test_download_offline_says_what_to_do(tmp_path, cli, monkeypatch):
+    monkeypatch.setenv("RESTOREKIT_OFFLINE", "1")
+    monkeypatch.setenv("RESTOREKIT_CACHE", str(tmp_path))
+    proc = cli("download", "msrn.sr_x2", check=1)
     assert "restorekit download" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_convert_then_run(tmp_path):
+def test_convert_then_run(tmp_path, cli, tiny_config, tiny_model):
     torch.manual_seed(0)
-    net = MSRN(**TINY)
+    net = tiny_model("msrn", scale=2)
     ckpt = tmp_path / "authors.pth"
     torch.save({"epoch": 3, "state_dict": {"module." + k: v for k, v in net.state_dict().items()}}, ckpt)
     dst = tmp_path / "ours.safetensors"
-    cli("convert", ckpt, dst, "--arch", "msrn", "--config", '{"scale": 2, "n_feats": 4, "n_blocks": 2}', check=0)
+    cli("convert", ckpt, dst, "--arch", "msrn", "--config", json.dumps(tiny_config("msrn", scale=2)), check=0)
     _images(tmp_path / "in", 1)
     cli("run", "msrn.sr_x2", tmp_path / "in", "-o", tmp_path / "out", "--weights", dst, "--no-progress", check=0)
     assert Image.open(tmp_path / "out" / "img0.png").size == (64, 48)
 
 
 @pytest.fixture(scope="module")
-def inpaint_weights(tmp_path_factory):
+def inpaint_weights(tmp_path_factory, tiny_config):
     """A randomly initialised tiny spatial_rnn.inpaint saved as a restorekit safetensors file."""
-    from restorekit.archs.spatial_rnn import SPEC, SpatialRNN
-
-    config = {**SPEC.default_config, **SPEC.tiny_config, "condition": "mask"}
+    spec = get_arch("spatial_rnn")
+    config = {**spec.default_config, **tiny_config("spatial_rnn", condition="mask")}
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("w") / "inpaint_tiny.safetensors"
-    save_weights(path, SpatialRNN(**config).state_dict(), arch="spatial_rnn", config=config, name="spatial_rnn.inpaint")
+    save_weights(path, spec.build(**config).state_dict(), arch="spatial_rnn", config=config, name="spatial_rnn.inpaint")
     return path
 
 
@@ -184,7 +184,7 @@ def _mask_image(path: Path, seed: int, size=(24, 32)) -> Path:
     return path
 
 
-def test_run_with_masks(tmp_path, inpaint_weights):
+def test_run_with_masks(tmp_path, inpaint_weights, cli):
     from restorekit.restorer import Restorer
 
     src = tmp_path / "in"
@@ -222,7 +222,7 @@ def test_run_with_masks(tmp_path, inpaint_weights):
     assert "img1.png" in bad.stderr and "one size" in bad.stderr and "Traceback" not in bad.stderr
 
 
-def test_run_mask_errors_come_before_any_work(tmp_path, inpaint_weights, tiny_weights):
+def test_run_mask_errors_come_before_any_work(tmp_path, inpaint_weights, tiny_weights, cli):
     src = tmp_path / "in"
     _images(src, 2)
     mask = _mask_image(tmp_path / "m.png", 0)

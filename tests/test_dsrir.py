@@ -14,12 +14,16 @@ from restorekit.errors import InputError
 from restorekit.registry import get_arch, get_record
 from restorekit.weights import convert, load_model, read_checkpoint
 
-TINY = {"sn1_feats": 8, "sn2_feats": 8, "sn3_feats": 8, "feats_step1": 4, "feats_step2": 4, "reduction": 4}
 
+@pytest.fixture
+def tiny(tiny_model):
+    """``tiny(seed=0)``: a randomly initialised tiny DSRIR in eval mode."""
 
-def tiny(seed: int = 0) -> DSRIR:
-    torch.manual_seed(seed)
-    return DSRIR(**TINY).eval()
+    def make(seed: int = 0) -> DSRIR:
+        torch.manual_seed(seed)
+        return tiny_model("dsrir").eval()
+
+    return make
 
 
 def test_keys_and_parameter_counts_match_the_facts():
@@ -68,7 +72,7 @@ def test_patch_attention_weights_each_block_of_its_grid():
         pa(torch.rand(1, 4, 16, 18))
 
 
-def test_outputs_are_images_and_uncertainty_maps_per_stage():
+def test_outputs_are_images_and_uncertainty_maps_per_stage(tiny):
     net = tiny()
     x = torch.rand(2, 3, 16, 24)
     with torch.inference_mode():
@@ -81,7 +85,7 @@ def test_outputs_are_images_and_uncertainty_maps_per_stage():
     assert all(torch.isfinite(v).all() for v in variances)
 
 
-def test_model_best_checkpoint_loads(tmp_path):
+def test_model_best_checkpoint_loads(tmp_path, tiny, tiny_config):
     # The authors' training script saves {'epoch', 'state_dict', 'optimizer'}, with module. on >1 GPU.
     net = tiny(seed=5)
     opt = torch.optim.AdamW(net.parameters(), lr=2e-4, weight_decay=1e-4)
@@ -93,9 +97,9 @@ def test_model_best_checkpoint_loads(tmp_path):
     path = tmp_path / "model_best.pth"
     sd = {"module." + k: v for k, v in net.state_dict().items()}
     torch.save({"epoch": 347, "state_dict": sd, "optimizer": opt.state_dict()}, path)
-    ours = read_checkpoint(path, get_arch("dsrir"), TINY)
+    ours = read_checkpoint(path, get_arch("dsrir"), tiny_config("dsrir"))
     assert set(ours) == set(net.state_dict())
-    out = convert(path, tmp_path / "dsrir.safetensors", arch="dsrir", config=TINY)
+    out = convert(path, tmp_path / "dsrir.safetensors", arch="dsrir", config=tiny_config("dsrir"))
     again = load_model(out)
     x = torch.rand(1, 3, 16, 24)
     with torch.inference_mode():
@@ -103,10 +107,12 @@ def test_model_best_checkpoint_loads(tmp_path):
 
 
 @pytest.mark.parametrize(("h", "w"), [(37, 53), (5, 1024)])
-def test_restorer_keeps_odd_and_wide_sizes(h, w):
+def test_restorer_keeps_odd_and_wide_sizes(h, w, tiny_config):
     from restorekit.restorer import Restorer
 
-    rec = dataclasses.replace(get_record("dsrir.all_in_one"), tag="tiny_sizes", default=False, config=TINY)
+    rec = dataclasses.replace(
+        get_record("dsrir.all_in_one"), tag="tiny_sizes", default=False, config=tiny_config("dsrir")
+    )
     with registry.temporary(None, rec):
         r = Restorer(rec.name, pretrained=False, device="cpu", tile=None)
         out = r.run(np.random.default_rng(1).random((h, w, 3), dtype=np.float32))
@@ -141,10 +147,12 @@ def test_every_record_runs_the_bundled_all_in_one_file(tmp_path, monkeypatch):
     assert not list((tmp_path / "cache").rglob("*.safetensors"))
 
 
-def test_tiled_run_respects_the_grids():
+def test_tiled_run_respects_the_grids(tiny_config):
     from restorekit.restorer import Restorer
 
-    rec = dataclasses.replace(get_record("dsrir.all_in_one"), tag="tiny_tiles", default=False, config=TINY)
+    rec = dataclasses.replace(
+        get_record("dsrir.all_in_one"), tag="tiny_tiles", default=False, config=tiny_config("dsrir")
+    )
     x = torch.rand(3, 157, 203, generator=torch.Generator().manual_seed(0))
     with registry.temporary(None, rec):
         r = Restorer(rec.name, pretrained=False, device="cpu", tile=168)

@@ -3,8 +3,6 @@
 import csv
 import json
 import math
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -12,11 +10,11 @@ import torch
 from PIL import Image
 
 from restorekit import degrade
-from restorekit.archs.msrn import MSRN
 from restorekit.errors import InputError, WeightsNotAvailableError
 from restorekit.evaluate import evaluate, find_pairs
 from restorekit.image import read_image
 from restorekit.metrics import DENOISE, SR, psnr, ssim
+from restorekit.registry import get_arch
 from restorekit.resize import imresize
 from restorekit.weights import save_weights
 
@@ -35,14 +33,10 @@ def _save(folder, name, arr):
 
 
 @pytest.fixture
-def clean(tmp_path):
+def clean(image_folder):
     """Four smooth-ish 8-bit images of odd sizes: three colour, one grey."""
-    rng = np.random.default_rng(0)
-    for i, (h, w) in enumerate([(50, 61), (45, 40), (64, 64), (39, 52)]):
-        base = rng.random((h // 4 + 2, w // 4 + 2, 3))
-        up = np.asarray(Image.fromarray((base * 255).astype(np.uint8)).resize((w, h), Image.BICUBIC))
-        _save(tmp_path / "clean", f"im{i}.png", up[:, :, 0] if i == 3 else up)
-    return tmp_path / "clean"
+    sizes = [(50, 61), (45, 40), (64, 64), (39, 52)]
+    return image_folder("clean", 4, sizes, kind="smooth", grey=[3], names=[f"im{i}.png" for i in range(4)])
 
 
 def test_clean_sr_folder_equals_the_paired_folder_made_from_it(clean, tmp_path):
@@ -81,12 +75,8 @@ def test_identity_noise_is_seeded_per_file(clean):
     assert d.images == a.images[1:]
 
 
-def test_input_target_layout_json_csv_and_metrics(tmp_path):
-    rng = np.random.default_rng(1)
-    target = rng.integers(0, 256, (32, 40, 3), dtype=np.uint8)
-    noisy = np.clip(target.astype(int) + rng.integers(-3, 4, target.shape), 0, 255).astype(np.uint8)
-    _save(tmp_path / "d" / "target", "a.png", target)
-    _save(tmp_path / "d" / "input", "a.png", noisy)
+def test_input_target_layout_json_csv_and_metrics(tmp_path, paired_folders):
+    paired_folders("d", size=(32, 40), seed=1, clean="target", degraded="input", noise=3, names=["a.png"])
     res = evaluate("identity", tmp_path / "d", convention="y_full", progress=False)
     assert res.layout == "target + input" and res.convention.name == "y_full"
     data = json.loads(res.write_json(tmp_path / "out" / "r.json").read_text())
@@ -130,25 +120,25 @@ def test_errors_say_what_to_do(clean, tmp_path):
         evaluate("identity", tmp_path / "empty", degradation="noise:5", progress=False)
 
 
-def _cli(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "restorekit", "eval", *map(str, args)], capture_output=True, text=True, timeout=300
-    )
+@pytest.fixture
+def eval_cli(cli):
+    """``restorekit eval ARGS`` in this process."""
+    return lambda *args: cli("eval", *args)
 
 
-def test_cli_eval_baseline_and_own_weights(clean, tmp_path):
-    proc = _cli("bicubic", "--data", clean, "--scale", "2", "--json", tmp_path / "r.json", "--no-progress")
+def test_cli_eval_baseline_and_own_weights(clean, tmp_path, eval_cli, tiny_config, tiny_model):
+    proc = eval_cli("bicubic", "--data", clean, "--scale", "2", "--json", tmp_path / "r.json", "--no-progress")
     assert proc.returncode == 0, proc.stderr
     assert "mean" in proc.stdout and "convention y_shave_scale" in proc.stdout and "im3.png" in proc.stdout
     assert json.loads((tmp_path / "r.json").read_text())["mean"]["images"] == 4
-    tiny = {"scale": 2, "n_feats": 4, "n_blocks": 2, "n_colors": 3, "rgb_range": 255.0}
+    tiny = {**get_arch("msrn").default_config, **tiny_config("msrn", scale=2)}
     torch.manual_seed(0)
     weights = tmp_path / "tiny.safetensors"
-    save_weights(weights, MSRN(**tiny).state_dict(), arch="msrn", config=tiny, name="msrn.sr_x2")
-    proc = _cli("msrn.sr_x2", "--data", clean, "--weights", weights, "--device", "cpu", "--csv", tmp_path / "r.csv")
+    save_weights(weights, tiny_model("msrn", scale=2).state_dict(), arch="msrn", config=tiny, name="msrn.sr_x2")
+    proc = eval_cli("msrn.sr_x2", "--data", clean, "--weights", weights, "--device", "cpu", "--csv", tmp_path / "r.csv")
     assert proc.returncode == 0, proc.stderr
     assert f"msrn.sr_x2 ({weights})" in proc.stdout and (tmp_path / "r.csv").is_file()
-    bad = _cli("identity", "--data", clean, "--no-progress")
+    bad = eval_cli("identity", "--data", clean, "--no-progress")
     assert bad.returncode == 1 and "--degrade" in bad.stderr and "Traceback" not in bad.stderr
 
 
@@ -221,19 +211,17 @@ def test_nearest_fill_batches_and_corner_cases():
 
 
 @pytest.fixture
-def inpaint_tiny():
+def inpaint_tiny(tiny_config):
     """spatial_rnn.inpaint and .colorize with tiny configs, registered for the test (random weights)."""
     import dataclasses
 
     from restorekit import registry
-    from restorekit.archs.spatial_rnn import SPEC
 
     recs = []
     for name in ("spatial_rnn.inpaint", "spatial_rnn.colorize"):
         rec = registry.get_record(name)
-        recs.append(
-            dataclasses.replace(rec, tag=rec.tag + "_tiny", default=False, config={**rec.config, **SPEC.tiny_config})
-        )
+        tiny = {**rec.config, **tiny_config(rec.arch)}
+        recs.append(dataclasses.replace(rec, tag=rec.tag + "_tiny", default=False, config=tiny))
     with registry.temporary(None, *recs):
         yield recs[0].name, recs[1].name
 
@@ -318,27 +306,26 @@ def test_masked_eval_errors_say_what_to_do(clean, inpaint_tiny, tmp_path):
         evaluate("nearest", tmp_path / "p", degradation="mask:0.5", progress=False)
 
 
-def test_cli_eval_masked_model_and_baseline(clean, tmp_path):
-    from restorekit.archs.spatial_rnn import SPEC, SpatialRNN
-
-    config = {**SPEC.default_config, **SPEC.tiny_config, "condition": "mask"}
+def test_cli_eval_masked_model_and_baseline(clean, tmp_path, eval_cli, tiny_config):
+    spec = get_arch("spatial_rnn")
+    config = {**spec.default_config, **tiny_config("spatial_rnn", condition="mask")}
     torch.manual_seed(0)
     weights = tmp_path / "inpaint.safetensors"
-    save_weights(weights, SpatialRNN(**config).state_dict(), arch="spatial_rnn", config=config)
+    save_weights(weights, spec.build(**config).state_dict(), arch="spatial_rnn", config=config)
     out = tmp_path / "r.json"
     args = ["--data", clean, "--degrade", "mask:0.5", "--device", "cpu", "--no-progress", "--json", out]
-    proc = _cli("spatial_rnn.inpaint", "--weights", weights, *args)
+    proc = eval_cli("spatial_rnn.inpaint", "--weights", weights, *args)
     assert proc.returncode == 0, proc.stderr
     data = json.loads(out.read_text())
     assert data["degradation"] == "mask:0.5" and data["mean"]["images"] == 4 and math.isfinite(data["mean"]["psnr"])
     assert data["model"] == f"spatial_rnn.inpaint ({weights})" and data["convention"]["name"] == "full_image"
-    refused = _cli("nearest", *args)  # the results file exists: never replaced unasked
+    refused = eval_cli("nearest", *args)  # the results file exists: never replaced unasked
     assert refused.returncode == 1 and "already exists; pass --overwrite" in refused.stderr
     assert json.loads(out.read_text()) == data
-    proc = _cli("nearest", *args, "--overwrite")
+    proc = eval_cli("nearest", *args, "--overwrite")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(out.read_text())["mean"]["psnr"] > data["mean"]["psnr"]
-    bad = _cli("nearest", "--data", clean, "--degrade", "jpeg:10", "--no-progress")
+    bad = eval_cli("nearest", "--data", clean, "--degrade", "jpeg:10", "--no-progress")
     assert bad.returncode == 1 and "mask:RATIO" in bad.stderr and "Traceback" not in bad.stderr
 
 

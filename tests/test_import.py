@@ -1,7 +1,10 @@
 import subprocess
 import sys
 
+import pytest
 
+
+@pytest.mark.slow  # spawns a process
 def test_import_is_cheap_and_lazy():
     # `import restorekit` must not import torch, the hub client or any architecture.
     code = (
@@ -12,6 +15,7 @@ def test_import_is_cheap_and_lazy():
     assert out.startswith("[] "), out
 
 
+@pytest.mark.slow  # spawns a process
 def test_public_names_resolve_lazily():
     import restorekit
 

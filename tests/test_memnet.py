@@ -1,6 +1,5 @@
 """MemNet: the authors' weight sharing, parameter counts, BatchNorm, outputs, and the Restorer on every task."""
 
-import dataclasses
 import importlib.util
 from collections import Counter
 from pathlib import Path
@@ -15,8 +14,6 @@ from restorekit import registry
 from restorekit.archs.memnet import MemNet, MemNetOutput, select_output
 from restorekit.registry import get_arch, get_record, list_models
 from restorekit.restorer import Restorer
-
-TINY = {"channels": 4, "blocks": 2, "recursions": 3}  # R != M, so a swapped loop bound shows
 
 
 def _conv_params(net: nn.Module) -> int:
@@ -55,10 +52,10 @@ def test_parameter_counts_and_depth_match_the_paper(config, conv_only, total, co
     assert all(not n.endswith(("running_mean", "running_var")) for n, _ in net.named_parameters())
 
 
-def test_recursions_share_convolutions_and_keep_their_own_batchnorm():
+def test_recursions_share_convolutions_and_keep_their_own_batchnorm(m2r3, tiny_model):
     torch.manual_seed(0)
-    net = MemNet(**TINY)
-    m, r = TINY["blocks"], TINY["recursions"]
+    net = tiny_model("memnet", **m2r3)
+    m, r = m2r3["blocks"], m2r3["recursions"]
     convs = {id(mod.weight) for mod in net.modules() if isinstance(mod, nn.Conv2d)}
     assert len(convs) == 1 + 3 * m + 1  # conv_in, (conv_a, conv_b, gate) per block, one reconstruction
     calls = _conv_calls(net, torch.rand(2, 1, 8, 8))
@@ -96,9 +93,9 @@ def _reference(net: MemNet, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.T
     return sum(w * o for w, o in zip(net.output_weights, outs)), outs
 
 
-def test_forward_follows_the_equations_and_the_gate_order():
+def test_forward_follows_the_equations_and_the_gate_order(m2r3, tiny_model):
     torch.manual_seed(0)
-    net = MemNet(**TINY)
+    net = tiny_model("memnet", **m2r3)
     for mod in net.modules():  # non-trivial eval statistics and affine terms
         if isinstance(mod, nn.BatchNorm2d):
             mod.running_mean.uniform_(-0.2, 0.2)
@@ -111,14 +108,14 @@ def test_forward_follows_the_equations_and_the_gate_order():
     with torch.no_grad():
         out = net(x)
         ref, ref_outs = _reference(net, x)
-    assert isinstance(out, MemNetOutput) and len(out.block_outputs) == TINY["blocks"]
+    assert isinstance(out, MemNetOutput) and len(out.block_outputs) == m2r3["blocks"]
     assert torch.allclose(out.output, ref, atol=1e-5)
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(out.block_outputs, ref_outs))
     assert select_output(out) is out.output
     # The gate of block 2 sees [B0, B1, H1..HR]: the first 4 channels are the feature extractor's output.
     # Inference builds the gate as a sum over the concatenated pieces: the same as BN -> ReLU -> 1x1 conv on the concat.
     block = net.memory[1]
-    pieces = [torch.randn(2, 4, 5, 6) for _ in range(2 + TINY["recursions"])]
+    pieces = [torch.randn(2, 4, 5, 6) for _ in range(2 + m2r3["recursions"])]
     with torch.no_grad():
         plain = block.gate_conv(F.relu(block.gate_bn(torch.cat(pieces, 1))))
         assert torch.allclose(block.gate(pieces), plain, atol=1e-5)
@@ -129,13 +126,13 @@ def test_forward_follows_the_equations_and_the_gate_order():
     net.conv_in.register_forward_hook(lambda mod, i, o: seen.update(b0=o))
     with torch.no_grad():
         net.train()(x)
-    assert seen["gate"].shape[1] == (2 + TINY["recursions"]) * TINY["channels"]
+    assert seen["gate"].shape[1] == (2 + m2r3["recursions"]) * m2r3["channels"]
     assert torch.equal(seen["gate"][:, :4], seen["b0"])
 
 
-def test_eval_batchnorm_uses_running_statistics():
+def test_eval_batchnorm_uses_running_statistics(m2r3, tiny_model):
     torch.manual_seed(0)
-    net = MemNet(**TINY)
+    net = tiny_model("memnet", **m2r3)
     x = torch.rand(3, 1, 8, 8)
     net.train()
     with torch.no_grad():
@@ -159,14 +156,14 @@ def _load_bench():
     return module
 
 
-def test_unshared_baseline_is_the_same_function_with_2_89m_convolution_parameters():
+def test_unshared_baseline_is_the_same_function_with_2_89m_convolution_parameters(m2r3, tiny_model):
     bench = _load_bench()
     with torch.device("meta"):
         unshared = bench.UnsharedMemNet()
     assert _conv_params(unshared) == 2_893_889  # "C1 if unshared" 2.89M (architectures.md §2)
     torch.manual_seed(0)
-    ours = MemNet(**TINY).eval()
-    base = bench.UnsharedMemNet(**TINY).eval()
+    ours = tiny_model("memnet", **m2r3).eval()
+    base = bench.UnsharedMemNet(**m2r3).eval()
     bench.copy_shared_into_unshared(ours, base)
     x = torch.rand(1, 1, 10, 10)
     with torch.no_grad():
@@ -233,9 +230,9 @@ def test_registered_tasks():
 
 
 @pytest.mark.parametrize("name", MEMNET)
-def test_restorer_on_grey_and_colour(name):
+def test_restorer_on_grey_and_colour(name, m2r3, tiny_record):
     rec = get_record(name)
-    tiny = dataclasses.replace(rec, tag=rec.tag + "_tinytest", default=False, config={**rec.config, **TINY})
+    tiny = tiny_record(name, "_tinytest", **m2r3)
     with registry.temporary(None, tiny):
         r = Restorer(tiny.name, pretrained=False, device="cpu")
         _identity(r.model)
@@ -271,16 +268,16 @@ def test_restorer_on_grey_and_colour(name):
 # ---------------------------------------------------------------------------------------------------- loss
 
 
-def test_multi_supervised_loss_has_one_euclidean_term_per_output():
+def test_multi_supervised_loss_has_one_euclidean_term_per_output(m2r3, tiny_model):
     from restorekit.losses import MultiSupervisedLoss, euclidean_loss
 
     torch.manual_seed(0)
-    net = MemNet(**TINY)
+    net = tiny_model("memnet", **m2r3)
     x, y = torch.rand(2, 1, 8, 8), torch.rand(2, 1, 8, 8)
     out = net(x)
     loss = MultiSupervisedLoss()
     terms = loss.terms(out, y)
-    assert len(terms) == TINY["blocks"] + 1
+    assert len(terms) == m2r3["blocks"] + 1
     by_hand = sum(((o - y) ** 2).sum() / 4 for o in (*out.block_outputs, out.output))  # Caffe: / (2 x batch)
     assert torch.allclose(loss(out, y), by_hand)
     assert torch.allclose(euclidean_loss(out.output, y), ((out.output - y) ** 2).sum() / 4)
@@ -296,11 +293,11 @@ def test_multi_supervised_loss_has_one_euclidean_term_per_output():
         MultiSupervisedLoss("ssim")
 
 
-def test_a_few_training_steps_reduce_the_multi_supervised_loss():
+def test_a_few_training_steps_reduce_the_multi_supervised_loss(m2r3, tiny_model):
     from restorekit.losses import MultiSupervisedLoss
 
     torch.manual_seed(0)
-    net = MemNet(**TINY).train()
+    net = tiny_model("memnet", **m2r3).train()
     clean = torch.rand(4, 1, 12, 12)
     noisy = (clean + 0.1 * torch.randn_like(clean)).clamp(0, 1)
     loss_fn = MultiSupervisedLoss()
@@ -319,23 +316,23 @@ def test_a_few_training_steps_reduce_the_multi_supervised_loss():
 # ------------------------------------------------------------------------------------------------ PyTorch ports
 
 
-def test_an_unshared_ports_checkpoint_is_named_as_such(tmp_path):
+def test_an_unshared_ports_checkpoint_is_named_as_such(tmp_path, m2r3, tiny_model):
     # One convolution pair per recursion (the benchmark's unshared baseline has that layout): not mappable.
     from restorekit.errors import ConversionError
     from restorekit.weights import convert
 
-    base = _load_bench().UnsharedMemNet(**TINY)
+    base = _load_bench().UnsharedMemNet(**m2r3)
     src = tmp_path / "unshared.pth"
     torch.save(base.state_dict(), src)
     with pytest.raises(ConversionError) as info:
-        convert(src, tmp_path / "out.safetensors", arch="memnet", config=TINY)
+        convert(src, tmp_path / "out.safetensors", arch="memnet", config=m2r3)
     message = str(info.value)
     assert "from a PyTorch port of MemNet that restorekit does not support" in message, message
     assert "12 3x3 4->4 convolutions, one pair per recursion" in message and "shares one pair across the 3" in message
     assert "missing keys" not in message and not (tmp_path / "out.safetensors").exists()
 
 
-def test_a_vandermode_style_checkpoint_is_named_as_such(tmp_path):
+def test_a_vandermode_style_checkpoint_is_named_as_such(tmp_path, m2r3, tiny_model):
     # The module names of Vandermode/pytorch-MemNet (architectures.md §2), wrapped as DataParallel saves them.
     from restorekit.errors import ConversionError
     from restorekit.weights import load_model
@@ -351,6 +348,6 @@ def test_a_vandermode_style_checkpoint_is_named_as_such(tmp_path):
     assert "from a PyTorch port of MemNet that restorekit does not support" in message, message
     assert "its keys are a port's, e.g. feature_extractor.bn.weight" in message
     # Our own keys are still ours: a tiny network's state dict goes through unchanged.
-    ours = MemNet(**TINY).state_dict()
-    filtered = get_arch("memnet").filter_checkpoint(dict(ours), {**get_arch("memnet").default_config, **TINY})
+    ours = tiny_model("memnet", **m2r3).state_dict()
+    filtered = get_arch("memnet").filter_checkpoint(dict(ours), {**get_arch("memnet").default_config, **m2r3})
     assert filtered.keys() == ours.keys()

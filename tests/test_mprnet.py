@@ -14,15 +14,19 @@ from restorekit.errors import ConversionError, InputError
 from restorekit.registry import get_arch, get_record
 from restorekit.weights import convert, load_model, read_checkpoint, read_weights, save_weights
 
-TINY = {"n_feat": 8, "scale_unetfeats": 4, "scale_orsnetfeats": 4, "num_cab": 1, "kernel_size": 3, "reduction": 4}
 
+@pytest.fixture
+def tiny(tiny_model):
+    """``tiny(seed=0)``: a randomly initialised tiny MPRNet in eval mode."""
 
-def tiny(seed: int = 0) -> MPRNet:
-    torch.manual_seed(seed)
-    net = MPRNet(**TINY)
-    with torch.no_grad():
-        net.act.weight.fill_(0.1 + seed / 100)  # not the default 0.25, so a lost PReLU would show
-    return net.eval()
+    def make(seed: int = 0) -> MPRNet:
+        torch.manual_seed(seed)
+        net = tiny_model("mprnet")
+        with torch.no_grad():
+            net.act.weight.fill_(0.1 + seed / 100)  # not the default 0.25, so a lost PReLU would show
+        return net.eval()
+
+    return make
 
 
 def authors_state_dict(net: MPRNet, suffix: str = "weight") -> dict[str, torch.Tensor]:
@@ -69,7 +73,7 @@ def test_state_dict_keys_match_the_facts():
     assert tuple(ours["concat23.weight"].shape) == (128, 192, 3, 3)
 
 
-def test_one_prelu_shared_by_every_cab():
+def test_one_prelu_shared_by_every_cab(tiny):
     net = tiny()
     shared = [m for m in net.modules() if isinstance(m, SharedAct)]
     assert len(shared) == sum(isinstance(m, CAB) for m in net.modules()) == 34  # 55 at num_cab=8
@@ -110,7 +114,7 @@ def _reference_forward(net: MPRNet, x: torch.Tensor) -> list[torch.Tensor]:
     return [net.tail(x3) + x, stage2, stage1]
 
 
-def test_patch_hierarchy_matches_the_authors_forward():
+def test_patch_hierarchy_matches_the_authors_forward(tiny):
     net = tiny(seed=3)
     x = torch.rand(2, 3, 24, 40)
     with torch.inference_mode():
@@ -129,55 +133,55 @@ def test_patch_hierarchy_matches_the_authors_forward():
     assert changed[:12].sum() > 0 and changed[12:].sum() == 0
 
 
-def test_sizes_must_divide_by_8_for_the_bare_network():
+def test_sizes_must_divide_by_8_for_the_bare_network(tiny):
     with pytest.raises(InputError, match="divisible by 8"):
         tiny()(torch.rand(1, 3, 20, 16))
 
 
-def test_authors_torch_checkpoint_with_aliases_loads(tmp_path):
+def test_authors_torch_checkpoint_with_aliases_loads(tmp_path, tiny, tiny_config):
     net = tiny(seed=1)
     path = tmp_path / "model_deblurring.pth"
     sd = {"module." + k: v for k, v in authors_state_dict(net).items()}  # saved under DataParallel
     torch.save({"epoch": 3000, "state_dict": sd, "optimizer": {"state": {}, "param_groups": [{"lr": 1e-6}]}}, path)
     spec = get_arch("mprnet")
-    ours = read_checkpoint(path, spec, TINY)
+    ours = read_checkpoint(path, spec, tiny_config("mprnet"))
     assert set(ours) == set(net.state_dict())
     assert torch.equal(ours["act.weight"], net.act.weight.detach())
     out = tmp_path / "mprnet.safetensors"
-    convert(path, out, arch="mprnet", config=TINY)
+    convert(path, out, arch="mprnet", config=tiny_config("mprnet"))
     again = load_model(out)
     x = torch.rand(1, 3, 16, 24)
     with torch.inference_mode():
         assert torch.equal(again(x)[0], net(x)[0])
 
 
-def test_disagreeing_prelu_aliases_are_refused(tmp_path):
+def test_disagreeing_prelu_aliases_are_refused(tmp_path, tiny, tiny_config):
     net = tiny()
     sd = authors_state_dict(net)
     sd["stage3_orsnet.orb2.body.0.body.1.weight"] = torch.tensor([0.7])
     path = tmp_path / "edited.pth"
     torch.save({"state_dict": sd}, path)
     with pytest.raises(ConversionError, match="shared PReLU disagree") as info:
-        read_checkpoint(path, get_arch("mprnet"), TINY)
+        read_checkpoint(path, get_arch("mprnet"), tiny_config("mprnet"))
     assert "stage3_orsnet.orb2.body.0.body.1.weight" in str(info.value)
 
 
-def test_our_own_layout_passes_through(tmp_path):
+def test_our_own_layout_passes_through(tmp_path, tiny, tiny_config):
     net = tiny(seed=2)
     path = tmp_path / "ours.safetensors"
-    save_weights(path, net.state_dict(), arch="mprnet", config=TINY)
+    save_weights(path, net.state_dict(), arch="mprnet", config=tiny_config("mprnet"))
     sd, _ = read_weights(path)
-    assert set(get_arch("mprnet").filter_checkpoint(dict(sd), TINY)) == set(sd)
+    assert set(get_arch("mprnet").filter_checkpoint(dict(sd), tiny_config("mprnet"))) == set(sd)
 
 
 @pytest.mark.parametrize(("h", "w"), [(37, 53), (9, 1024), (1, 1)])
-def test_restorer_keeps_odd_and_wide_sizes(h, w):
+def test_restorer_keeps_odd_and_wide_sizes(h, w, tiny_config):
     import dataclasses
 
     from restorekit.restorer import Restorer
 
     base = get_record("mprnet.deblur")
-    rec = dataclasses.replace(base, tag="tiny_sizes", default=False, config=TINY)
+    rec = dataclasses.replace(base, tag="tiny_sizes", default=False, config=tiny_config("mprnet"))
     with registry.temporary(None, rec):
         r = Restorer(rec.name, pretrained=False, device="cpu", tile=None)
         img = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
@@ -200,24 +204,26 @@ def test_records():
     assert spec.select_output(["final", "s2", "s1"]) == "final"
 
 
-def test_checkpoint_buffer_round_trip_is_bytes_stable(tmp_path):
+def test_checkpoint_buffer_round_trip_is_bytes_stable(tmp_path, tiny, tiny_config):
     # Same network -> same bytes, whichever layout the weights came from.
     net = tiny(seed=4)
     buf = io.BytesIO()
     torch.save(authors_state_dict(net), buf)
     (tmp_path / "a.pth").write_bytes(buf.getvalue())
-    sd = read_checkpoint(tmp_path / "a.pth", get_arch("mprnet"), TINY)
-    one = save_weights(tmp_path / "1.safetensors", sd, arch="mprnet", config=TINY)
-    two = save_weights(tmp_path / "2.safetensors", net.state_dict(), arch="mprnet", config=TINY)
+    sd = read_checkpoint(tmp_path / "a.pth", get_arch("mprnet"), tiny_config("mprnet"))
+    one = save_weights(tmp_path / "1.safetensors", sd, arch="mprnet", config=tiny_config("mprnet"))
+    two = save_weights(tmp_path / "2.safetensors", net.state_dict(), arch="mprnet", config=tiny_config("mprnet"))
     assert one == two
 
 
-def test_tiled_run_keeps_size_and_stays_close_to_whole():
+def test_tiled_run_keeps_size_and_stays_close_to_whole(tiny_config):
     import dataclasses
 
     from restorekit.restorer import Restorer
 
-    rec = dataclasses.replace(get_record("mprnet.derain"), tag="tiny_tiles", default=False, config=TINY)
+    rec = dataclasses.replace(
+        get_record("mprnet.derain"), tag="tiny_tiles", default=False, config=tiny_config("mprnet")
+    )
     x = torch.rand(3, 157, 251, generator=torch.Generator().manual_seed(0))
     with registry.temporary(None, rec):
         torch.manual_seed(0)

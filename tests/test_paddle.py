@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import builtins
 import json
-import os
 import pickle
-import subprocess
-import sys
 from collections import OrderedDict
 from pathlib import Path
 
@@ -21,15 +18,19 @@ from restorekit.errors import ConversionError
 from restorekit.registry import get_arch
 from restorekit.weights import load_model, read_checkpoint
 
-TINY = {"n_feat": 8, "scale_unetfeats": 4, "scale_orsnetfeats": 4, "num_cab": 1, "kernel_size": 3, "reduction": 4}
 
+@pytest.fixture
+def tiny(tiny_model):
+    """``tiny(seed=0)``: a randomly initialised tiny MPRNet in eval mode."""
 
-def tiny(seed: int = 0) -> MPRNet:
-    torch.manual_seed(seed)
-    net = MPRNet(**TINY)
-    with torch.no_grad():
-        net.act.weight.fill_(0.17)
-    return net.eval()
+    def make(seed: int = 0) -> MPRNet:
+        torch.manual_seed(seed)
+        net = tiny_model("mprnet")
+        with torch.no_grad():
+            net.act.weight.fill_(0.17)
+        return net.eval()
+
+    return make
 
 
 def paddle_state(net: MPRNet) -> OrderedDict:
@@ -66,7 +67,7 @@ def same_output(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 
 
 @pytest.mark.parametrize(("protocol", "numpy1"), [(4, False), (2, False), (2, True)])
-def test_pdparams_round_trip(tmp_path, protocol, numpy1):
+def test_pdparams_round_trip(tmp_path, protocol, numpy1, tiny, tiny_config, tiny_model):
     net = tiny()
     path = write_pdparams(tmp_path / "MPR_Deblurring.pdparams", paddle_state(net), protocol, numpy1)
     raw = read_pdparams(path)
@@ -74,17 +75,17 @@ def test_pdparams_round_trip(tmp_path, protocol, numpy1):
     assert sum(k.endswith("._weight") for k in raw) == 34  # every CAB of the tiny net (55 at full size)
     assert all(isinstance(v, torch.Tensor) for v in raw.values())
     assert torch.equal(raw["tail.weight"], net.tail.weight.detach())
-    sd = read_checkpoint(path, get_arch("mprnet"), TINY)  # "auto" picks paddle by the suffix
+    sd = read_checkpoint(path, get_arch("mprnet"), tiny_config("mprnet"))  # "auto" picks paddle by the suffix
     assert set(sd) == set(net.state_dict())
-    again = MPRNet(**TINY).eval()
+    again = tiny_model("mprnet").eval()
     again.load_state_dict(sd)
     assert same_output(net, again)
 
 
-def test_pdparams_wrapped_in_a_training_checkpoint(tmp_path):
+def test_pdparams_wrapped_in_a_training_checkpoint(tmp_path, tiny, tiny_config):
     net = tiny()
     path = write_pdparams(tmp_path / "epoch_10.pdparams", {"generator": paddle_state(net)})
-    assert set(read_checkpoint(path, get_arch("mprnet"), TINY)) == set(net.state_dict())
+    assert set(read_checkpoint(path, get_arch("mprnet"), tiny_config("mprnet"))) == set(net.state_dict())
 
 
 class Payload:
@@ -104,7 +105,7 @@ def test_payload_really_runs_under_plain_pickle(tmp_path):
     assert marker.exists()
 
 
-def test_malicious_pdparams_is_refused_before_it_runs(tmp_path):
+def test_malicious_pdparams_is_refused_before_it_runs(tmp_path, tiny, tiny_config):
     marker = tmp_path / "pwned"
     sd = paddle_state(tiny())
     sd["tail.weight"] = Payload(marker)
@@ -114,16 +115,16 @@ def test_malicious_pdparams_is_refused_before_it_runs(tmp_path):
     assert "io.open" in str(info.value) and str(path) in str(info.value)
     assert not marker.exists()
     with pytest.raises(ConversionError, match="refused for safety"):
-        read_checkpoint(path, get_arch("mprnet"), TINY)
+        read_checkpoint(path, get_arch("mprnet"), tiny_config("mprnet"))
     assert not marker.exists()
 
 
-def test_malicious_pth_is_refused_before_it_runs(tmp_path):
+def test_malicious_pth_is_refused_before_it_runs(tmp_path, tiny_config):
     marker = tmp_path / "pwned"
     path = tmp_path / "model_deblurring.pth"
     torch.save({"epoch": 1, "state_dict": {"tail.weight": Payload(marker)}}, path)
     with pytest.raises(ConversionError, match="refused for safety") as info:
-        read_checkpoint(path, get_arch("mprnet"), TINY)
+        read_checkpoint(path, get_arch("mprnet"), tiny_config("mprnet"))
     assert "weights_only" in str(info.value)
     assert not marker.exists()
 
@@ -141,19 +142,9 @@ def test_not_numbers_or_not_a_pickle(tmp_path):
         read_pdparams(empty)
 
 
-def _cli(*args: object) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "restorekit", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=dict(os.environ),
-        timeout=300,
-    )
-
-
-def test_convert_cli_reads_all_three_formats(tmp_path):
+def test_convert_cli_reads_all_three_formats(tmp_path, tiny, tiny_config, cli):
     net = tiny(seed=3)
-    cfg = json.dumps(TINY)
+    cfg = json.dumps(tiny_config("mprnet"))
     pd = write_pdparams(tmp_path / "MPR_Deblurring.pdparams", paddle_state(net))
     pth = tmp_path / "model_deblurring.pth"
     torch.save({"epoch": 1, "state_dict": {"module." + k: v for k, v in read_pdparams(pd).items()}}, pth)
@@ -162,11 +153,11 @@ def test_convert_cli_reads_all_three_formats(tmp_path):
     runs = [(pd, tmp_path / "a.safetensors", ()), (pth, tmp_path / "b.safetensors", ("--from", "torch"))]
     runs.append((tmp_path / "a.safetensors", ours, ("--from", "safetensors")))
     for src, dst, extra in runs:
-        proc = _cli("convert", src, dst, "--arch", "mprnet", "--config", cfg, *extra)
+        proc = cli("convert", src, dst, "--arch", "mprnet", "--config", cfg, *extra)
         assert proc.returncode == 0, proc.stderr
         assert Path(proc.stdout.strip()) == dst
         assert same_output(net, load_model(dst))
     bad = write_pdparams(tmp_path / "evil.pdparams", {"w": Payload(tmp_path / "pwned")})
-    proc = _cli("convert", bad, tmp_path / "c.safetensors", "--arch", "mprnet", "--config", cfg)
+    proc = cli("convert", bad, tmp_path / "c.safetensors", "--arch", "mprnet", "--config", cfg)
     assert proc.returncode == 1 and "refused for safety" in proc.stderr and "io.open" in proc.stderr
     assert not (tmp_path / "pwned").exists() and not (tmp_path / "c.safetensors").exists()

@@ -377,6 +377,7 @@ def test_server_refuses_lfs_bytes_that_do_not_match(upload_hub):
 # --------------------------------------------------------------------------------------------------- CLI
 
 
+@pytest.mark.slow  # pushes from a process
 def test_main_export_and_push_end_to_end(run, tmp_path, upload_hub, capsys):
     out = tmp_path / "release"
     assert main(["export", str(run), "-o", str(out), "--repo-id", REPO]) == 0

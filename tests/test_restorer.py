@@ -16,19 +16,18 @@ from restorekit.restorer import Restorer, pick_device
 
 from . import nets
 
-TINY = WeightRecord(
-    arch="msrn",
-    tag="tiny_x2",
-    task="sr",
-    description="tiny MSRN for tests",
-    scale=2,
-    config={"scale": 2, "n_feats": 4, "n_blocks": 2, "n_colors": 3, "rgb_range": 255.0},
-)
-
 
 @pytest.fixture(scope="module", autouse=True)
-def test_models():
-    with registry.temporary(None, TINY), nets.registered():
+def test_models(tiny_config):
+    tiny_x2 = WeightRecord(
+        arch="msrn",
+        tag="tiny_x2",
+        task="sr",
+        description="tiny MSRN for tests",
+        scale=2,
+        config={**registry.get_arch("msrn").default_config, **tiny_config("msrn", scale=2)},
+    )
+    with registry.temporary(None, tiny_x2), nets.registered():
         yield
 
 

@@ -52,6 +52,7 @@ def _script(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow  # runs the script in a process
 def test_pack_is_lossless_and_checked(data_root, tmp_path):
     sys.path.insert(0, str(SCRIPT.parent))
     try:

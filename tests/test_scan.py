@@ -81,6 +81,7 @@ def test_reference_backward_matches_autograd_of_the_recurrence(horizontal, rever
     torch.testing.assert_close(dg, dg_ref)
 
 
+@pytest.mark.slow  # builds the native scan
 @pytest.mark.parametrize("horizontal,reverse", DIRECTIONS)
 @pytest.mark.parametrize("shape", SHAPES)
 def test_native_float32_is_bitwise_reference(native, shape, horizontal, reverse):
@@ -93,6 +94,7 @@ def test_native_float32_is_bitwise_reference(native, shape, horizontal, reverse)
     assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
 
 
+@pytest.mark.slow  # builds the native scan
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("horizontal,reverse", DIRECTIONS)
 def test_native_other_dtypes_match_reference(native, dtype, horizontal, reverse):
@@ -110,6 +112,7 @@ def test_native_other_dtypes_match_reference(native, dtype, horizontal, reverse)
         torch.testing.assert_close(h.float(), h32, atol=0.02, rtol=0.02)
 
 
+@pytest.mark.slow  # builds the native scan
 def test_native_handles_non_contiguous_inputs(native):
     x, g = _inputs((2, 9, 4, 13))
     xt, gt = x.transpose(-1, -2), g.transpose(-1, -2)  # (2, 9, 13, 4), strided
@@ -122,6 +125,7 @@ def test_native_handles_non_contiguous_inputs(native):
             assert torch.equal(ops.scan(a, b, horizontal, reverse), want)
 
 
+@pytest.mark.slow  # builds the native scan
 def test_native_rejects_bad_arguments(native):
     x, g = _inputs((1, 2, 3, 4))
     with pytest.raises(RuntimeError, match="one gate per element"):
@@ -136,6 +140,7 @@ def test_native_rejects_bad_arguments(native):
     assert native.scan(empty, empty, True, False).shape == (2, 0, 5)
 
 
+@pytest.mark.slow  # builds the native scan
 @pytest.mark.parametrize("horizontal,reverse", DIRECTIONS)
 def test_gradcheck_native(native, horizontal, reverse):
     x, g = _inputs((2, 2, 5, 6), torch.float64)
@@ -154,6 +159,7 @@ def test_gradcheck_reference(monkeypatch):
         assert torch.autograd.gradcheck(lambda a, b, hz=horizontal, rv=reverse: ops.scan(a, b, hz, rv), (x, g))
 
 
+@pytest.mark.slow  # builds the native scan
 @pytest.mark.parametrize("horizontal,reverse", [(True, False), (False, True)])
 def test_opcheck(native, horizontal, reverse):
     x, g = _inputs((2, 3, 5, 4))
@@ -166,6 +172,7 @@ def test_opcheck(native, horizontal, reverse):
     )
 
 
+@pytest.mark.slow  # builds the native scan
 def test_torch_compile_parity(native):
     # One small graph: inductor compiles the convolutions around the op, which stays one opaque call.
     conv = torch.nn.Conv2d(2, 4, 3, padding=1)
@@ -214,6 +221,7 @@ def _compile_in_fresh_process(backend: str) -> list[str]:
     return out.stdout.split()
 
 
+@pytest.mark.slow  # builds the native scan
 def test_compile_fullgraph_in_a_fresh_process(native):
     # dynamo traces the whole network into one graph, with the eight scans as calls of the native op.
     assert _compile_in_fresh_process("recording") == ["native", "8"]
@@ -225,6 +233,7 @@ def test_compile_fullgraph_inductor_in_a_fresh_process(native):
     assert _compile_in_fresh_process('"inductor"')[0] == "native"
 
 
+@pytest.mark.slow  # builds the native scan
 def test_backend_env_forces_the_reference(native, monkeypatch):
     x, g = _inputs((1, 2, 6, 7))
     assert ops.backend() == "native" and ops.backend_info()["backend"] == "native"
@@ -250,6 +259,7 @@ def _run(code: str, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=full)
 
 
+@pytest.mark.slow  # spawns processes
 def test_no_compiler_falls_back_with_one_warning(tmp_path):
     code = """
         import warnings, torch
@@ -275,6 +285,7 @@ def test_no_compiler_falls_back_with_one_warning(tmp_path):
     assert forced.returncode != 0 and "ScanBackendError" in forced.stderr and "no-such-compiler-rk" in forced.stderr
 
 
+@pytest.mark.slow  # builds the native scan
 def test_build_is_cached_and_reused(native):
     # A second process with the same cache loads the same library without recompiling it.
     info = ops.backend_info()
@@ -294,6 +305,7 @@ def test_build_is_cached_and_reused(native):
     assert len(before) >= 3 and after == before
 
 
+@pytest.mark.slow  # builds the native scan
 def test_concurrent_first_use_builds_once(native, tmp_path):
     # Two processes start on an empty cache at once: the file lock lets one compile, the other waits and loads it.
     code = (
@@ -315,6 +327,7 @@ def test_concurrent_first_use_builds_once(native, tmp_path):
     assert sum("\tscan_cpu.o\t" in line for line in log.splitlines()) == 1, log
 
 
+@pytest.mark.slow  # builds the native scan
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 @pytest.mark.parametrize("horizontal,reverse", DIRECTIONS)
 def test_cuda_kernels_match_reference(native, horizontal, reverse):
@@ -330,6 +343,7 @@ def test_cuda_kernels_match_reference(native, horizontal, reverse):
         assert torch.equal(got[0].cpu(), want[0]) and torch.equal(got[1].cpu(), want[1])
 
 
+@pytest.mark.slow  # compiles the CUDA source
 def test_cuda_source_compiles_with_nvcc(tmp_path):
     # No GPU is needed to compile: the .cu must build against this torch's headers (a CPU wheel ships
     # ATen/c10 core headers but not c10/cuda's generated config header, which scan_cuda.cu avoids).

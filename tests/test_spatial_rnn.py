@@ -13,8 +13,6 @@ from restorekit.registry import get_record, list_models
 from restorekit.restorer import Restorer
 from restorekit.weights import build_model
 
-TINY = dict(SPEC.tiny_config)
-
 
 def _count(**config) -> int:
     with torch.device("meta"):
@@ -64,22 +62,23 @@ def test_caffe_resize_has_no_half_pixel_offset_and_drops_outside_neighbours():
 
 
 @pytest.mark.parametrize("size", [(1, 1), (5, 17), (16, 16), (33, 20)])
-def test_any_size_and_output_range(size):
+def test_any_size_and_output_range(size, tiny_model):
     torch.manual_seed(0)
     for variant in ("v1", "v2"):
-        net = SpatialRNN(variant=variant, **{**TINY}).eval()
+        net = tiny_model("spatial_rnn", variant=variant).eval()
         with torch.no_grad():
             y = net(torch.rand(2, 3, *size))
         assert y.shape == (2, 3, *size)
         assert y.min() >= 0 and (variant == "v2" or y.max() <= 1)
 
 
-def test_native_and_reference_backends_agree_bitwise(monkeypatch):
+@pytest.mark.slow  # builds the native scan
+def test_native_and_reference_backends_agree_bitwise(monkeypatch, tiny_model):
     # The network's forward and every gradient are identical whichever backend runs the scans.
     if not ops.load_native():
         pytest.skip(f"native scan unavailable: {ops.backend_info()['reason']}")
     torch.manual_seed(0)
-    net = SpatialRNN(**TINY)
+    net = tiny_model("spatial_rnn")
     x = torch.rand(1, 3, 19, 23)
     results = []
     for backend in ("native", "reference"):
@@ -94,11 +93,11 @@ def test_native_and_reference_backends_agree_bitwise(monkeypatch):
     assert all(torch.equal(a, b) for a, b in zip(gp1, gp2))
 
 
-def test_scans_see_the_image_not_the_padding():
+def test_scans_see_the_image_not_the_padding(tiny_model, tiny_config):
     # The guidance and pooled branches run padded to a multiple of 16 and are cropped back before the
     # eight scans, which therefore run over exactly the image's rows and columns.
     torch.manual_seed(0)
-    net = SpatialRNN(**TINY).eval()
+    net = tiny_model("spatial_rnn").eval()
     seen = []
     real_scan = ops.scan
 
@@ -110,18 +109,18 @@ def test_scans_see_the_image_not_the_padding():
         mp.setattr(ops, "scan", spy)
         with torch.no_grad():
             net(torch.rand(1, 3, 21, 9))
-    assert len(seen) == 8 and set(seen) == {(1, TINY["channels"], 21, 9)}
+    assert len(seen) == 8 and set(seen) == {(1, tiny_config("spatial_rnn")["channels"], 21, 9)}
 
 
-def test_masked_inputs():
+def test_masked_inputs(tiny_model):
     torch.manual_seed(0)
-    inpaint = SpatialRNN(condition="mask", **TINY).eval()
-    colorize = SpatialRNN(condition="hints", **TINY).eval()
-    assert inpaint.mask_channels == colorize.mask_channels == 1 and SpatialRNN(**TINY).mask_channels == 0
+    inpaint = tiny_model("spatial_rnn", condition="mask").eval()
+    colorize = tiny_model("spatial_rnn", condition="hints").eval()
+    assert inpaint.mask_channels == colorize.mask_channels == 1 and tiny_model("spatial_rnn").mask_channels == 0
     with pytest.raises(InputError, match="RGB plus a mask channel"):
         inpaint(torch.rand(1, 3, 8, 8))
     with pytest.raises(InputError, match=r"\(N, 3, H, W\)"):
-        SpatialRNN(**TINY)(torch.rand(1, 4, 8, 8))
+        tiny_model("spatial_rnn")(torch.rand(1, 4, 8, 8))
     img = torch.rand(1, 3, 12, 10)
     mask = (torch.rand(1, 1, 12, 10) > 0.5).float()
     other = torch.where(mask.bool(), img, torch.rand_like(img))  # differs only where unknown
@@ -136,17 +135,10 @@ def test_masked_inputs():
         torch.testing.assert_close(colorize(torch.cat([img, mask], 1)), colorize(torch.cat([grey_outside, mask], 1)))
 
 
-def _tiny_record(name: str):
-    import dataclasses
-
-    rec = get_record(name)
-    return dataclasses.replace(rec, tag=rec.tag + "_tiny", default=False, config={**rec.config, **TINY})
-
-
-def test_restorer_mask_argument():
+def test_restorer_mask_argument(tiny_record):
     from restorekit import registry
 
-    inpaint, denoise = _tiny_record("spatial_rnn.inpaint"), _tiny_record("spatial_rnn.denoise")
+    inpaint, denoise = tiny_record("spatial_rnn.inpaint"), tiny_record("spatial_rnn.denoise")
     with registry.temporary(None, inpaint, denoise):
         torch.manual_seed(0)
         r = Restorer(inpaint.name, pretrained=False, device="cpu")
@@ -181,11 +173,11 @@ def test_restorer_mask_argument():
         assert plain.run(img).shape == img.shape
 
 
-def test_masked_outputs_keep_what_the_input_knows():
+def test_masked_outputs_keep_what_the_input_knows(tiny_record):
     from restorekit import registry
     from restorekit.image import rgb_to_ycbcr
 
-    inpaint, colorize = _tiny_record("spatial_rnn.inpaint"), _tiny_record("spatial_rnn.colorize")
+    inpaint, colorize = tiny_record("spatial_rnn.inpaint"), tiny_record("spatial_rnn.colorize")
     gen = torch.Generator().manual_seed(0)
     img = torch.rand(1, 3, 20, 27, generator=gen) * 0.8 + 0.1  # away from 0/1, so no clamping
     mask = (torch.rand(1, 1, 20, 27, generator=gen) > 0.5).float()
@@ -202,7 +194,7 @@ def test_masked_outputs_keep_what_the_input_knows():
         assert (y_in - y_out).abs().max() < 1e-5
 
 
-def test_a_coldog2333_port_checkpoint_is_named_as_such(tmp_path):
+def test_a_coldog2333_port_checkpoint_is_named_as_such(tmp_path, tiny_model, tiny_config):
     # Coldog2333/Spatial-RNN's module names (DCNN.conv1..9, LRNN_in_conv, LRNN_out_conv); another network.
     from restorekit.errors import ConversionError
     from restorekit.weights import convert, load_model
@@ -224,5 +216,6 @@ def test_a_coldog2333_port_checkpoint_is_named_as_such(tmp_path):
         assert "from Coldog2333/Spatial-RNN (keys such as DCNN.conv1.weight), a PyTorch port" in message, message
         assert "restorekit does not support" in message and "missing keys" not in message
     # Our own keys pass unchanged.
-    ours = SpatialRNN(**TINY).state_dict()
-    assert SPEC.filter_checkpoint(dict(ours), {**SPEC.default_config, **TINY}).keys() == ours.keys()
+    ours = tiny_model("spatial_rnn").state_dict()
+    config = {**SPEC.default_config, **tiny_config("spatial_rnn")}
+    assert SPEC.filter_checkpoint(dict(ours), config).keys() == ours.keys()

@@ -23,20 +23,10 @@ from restorekit.train.loop import Trainer, fit, lr_factor
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _write_images(folder: Path, n: int = 4, size: tuple[int, int] = (40, 48), seed: int = 0) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.RandomState(seed)
-    for i in range(n):
-        # smooth-ish content so denoising has something to learn
-        base = rng.rand(size[0] // 8 + 1, size[1] // 8 + 1, 3)
-        img = np.kron(base, np.ones((8, 8, 1)))[: size[0], : size[1]]
-        Image.fromarray((img * 255).astype(np.uint8)).save(folder / f"img{i}.png")
-    return folder
-
-
 @pytest.fixture
-def images(tmp_path):
-    return _write_images(tmp_path / "clean")
+def images(image_folder):
+    # flat 8x8 blocks: smooth-ish content so denoising has something to learn
+    return image_folder("clean", 4, (40, 48), kind="blocks")
 
 
 def _tiny_cfg(name: str, data: Path, out: Path, **kw) -> TrainConfig:
@@ -106,7 +96,7 @@ def test_lr_schedules_by_hand():
 # ------------------------------------------------------------------------------------------------ data
 
 
-def test_bad_data_folders(tmp_path):
+def test_bad_data_folders(tmp_path, image_folder):
     with pytest.raises(InputError, match="does not exist"):
         find_items([str(tmp_path / "nope")])
     (tmp_path / "empty").mkdir()
@@ -120,7 +110,7 @@ def test_bad_data_folders(tmp_path):
     with pytest.warns(UserWarning, match="cannot decode") as rec, pytest.raises(InputError, match="none could be"):
         TrainDataset(items, patch=8, degradations=["noise:25"])
     assert len(rec) == 2  # one warning per file
-    _write_images(bad, n=2)
+    image_folder(bad, 2, (40, 48), kind="blocks")
     items, _ = find_items([str(bad)])
     with pytest.warns(UserWarning, match="cannot decode") as rec:
         ds = TrainDataset(items, patch=8, degradations=["noise:25"])
@@ -253,8 +243,8 @@ def test_checkpoint_format(images, tmp_path):
         fit(other, progress=False)
 
 
-def test_validation_is_logged_with_a_convention(images, tmp_path):
-    val = _write_images(tmp_path / "val", n=2, size=(24, 24), seed=5)
+def test_validation_is_logged_with_a_convention(images, tmp_path, image_folder):
+    val = image_folder("val", 2, (24, 24), seed=5, kind="blocks")
     cfg = _tiny_cfg(
         "spatial_rnn.denoise", images, tmp_path / "o", steps=2, val_data=str(val), val_degradation="noise:25"
     )
@@ -267,8 +257,8 @@ def test_validation_is_logged_with_a_convention(images, tmp_path):
     assert _state(tmp_path / "o/checkpoints/last.pt")["metrics"] == summary["metrics"]
 
 
-def test_masked_models_are_validated_with_seeded_masks(images, tmp_path):
-    val = _write_images(tmp_path / "val", n=2, size=(24, 24), seed=5)
+def test_masked_models_are_validated_with_seeded_masks(images, tmp_path, image_folder):
+    val = image_folder("val", 2, (24, 24), seed=5, kind="blocks")
     for name, spec in (("spatial_rnn.inpaint", "mask:0.5"), ("spatial_rnn.colorize", "hints:0.03")):
         cfg = _tiny_cfg(name, images, tmp_path / name, steps=1, val_data=str(val))
         assert cfg.degradations == [spec]  # the training degradation is the validation one
@@ -276,23 +266,22 @@ def test_masked_models_are_validated_with_seeded_masks(images, tmp_path):
         assert 0 < metrics["psnr"] < 60 and 0 < metrics["ssim"] <= 1, name
 
 
-def test_cli_fit_end_to_end(images, tmp_path):
+def test_cli_fit_end_to_end(images, tmp_path, train_cli, tiny_config, monkeypatch):
     cfg = tmp_path / "c.json"
     cfg.write_text(json.dumps({"steps": 100, "lr": 0.5}))
-    tiny = json.dumps(dict(get_arch("spatial_rnn").tiny_config))
-    cmd = [sys.executable, "-m", "restorekit.train", "fit", "--preset", "spatial_rnn.denoise", "--config", str(cfg)]
+    tiny = json.dumps(tiny_config("spatial_rnn"))
+    cmd = ["fit", "--preset", "spatial_rnn.denoise", "--config", str(cfg)]
     cmd += ["--data", str(images), "--out", str(tmp_path / "run"), "--steps", "3", "--batch-size", "2"]
     cmd += ["--patch-size", "16", "--workers", "1", "--model-config", tiny, "--log-interval", "1", "--quiet"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "RESTOREKIT_SCAN_BACKEND": "reference"}  # no per-test build
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    monkeypatch.setenv("RESTOREKIT_SCAN_BACKEND", "reference")  # no per-test build
+    monkeypatch.chdir(tmp_path)
+    proc = train_cli(*cmd)
     assert proc.returncode == 0, proc.stderr
     resolved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert resolved["steps"] == 3 and resolved["lr"] == 0.5 and resolved["optimizer"] == "sgd"
     assert len((tmp_path / "run" / "log.jsonl").read_text().splitlines()) == 3
     assert _state(tmp_path / "run" / "checkpoints" / "last.pt")["step"] == 3
-    bad = subprocess.run(
-        cmd[:6] + ["--data", str(tmp_path / "nope")], capture_output=True, text=True, timeout=60, env=env
-    )
+    bad = train_cli(*cmd[:3], "--data", tmp_path / "nope")
     assert bad.returncode == 2 and "does not exist" in bad.stderr
 
 
@@ -303,6 +292,7 @@ def test_training_warnings_do_not_leak(images):
         TrainDataset(items, patch=16, degradations=["noise:25"])[(0, 0)]
 
 
+@pytest.mark.slow
 def test_sigterm_saves_and_the_same_command_resumes(images, tmp_path):
     import signal
     import time
@@ -350,24 +340,17 @@ def test_fine_tuning_starts_from_a_weights_file(images, tmp_path):
         Trainer(wrong)
 
 
-def test_fit_then_export_then_restore(images, tmp_path):
+def test_fit_then_export_then_restore(images, tmp_path, train_cli, tiny_config, monkeypatch):
     from restorekit import Restorer
 
-    tiny = json.dumps(dict(get_arch("spatial_rnn").tiny_config))
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "RESTOREKIT_SCAN_BACKEND": "reference"}
-    train = [sys.executable, "-m", "restorekit.train"]
-    fit_cmd = train + ["fit", "--preset", "spatial_rnn.denoise", "--data", str(images), "--out", str(tmp_path / "r")]
+    tiny = json.dumps(tiny_config("spatial_rnn"))
+    monkeypatch.setenv("RESTOREKIT_SCAN_BACKEND", "reference")
+    fit_cmd = ["fit", "--preset", "spatial_rnn.denoise", "--data", str(images), "--out", str(tmp_path / "r")]
     fit_cmd += ["--steps", "2", "--batch-size", "2", "--patch-size", "16", "--workers", "0", "--model-config", tiny]
     fit_cmd += ["--ema-decay", "0.5", "--quiet"]
-    proc = subprocess.run(fit_cmd, capture_output=True, text=True, timeout=120, env=env)
+    proc = train_cli(*fit_cmd)
     assert proc.returncode == 0, proc.stderr
-    exp = subprocess.run(
-        train + ["export", str(tmp_path / "r"), "-o", str(tmp_path / "rel")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
+    exp = train_cli("export", tmp_path / "r", "-o", tmp_path / "rel")
     assert exp.returncode == 0, exp.stderr
     (weights,) = (tmp_path / "rel").glob("*.safetensors")
     ema = _state(tmp_path / "r" / "checkpoints" / "last.pt")["ema"]
@@ -419,6 +402,7 @@ def _wait_for_log_lines(proc: subprocess.Popen, log: Path, n: int, timeout: floa
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_from_its_checkpoint_with_an_unbroken_log(images, tmp_path):
     """SIGKILL leaves no chance to save: the rerun starts from the last checkpoint, drops the log lines written
     after it, and then logs exactly the losses of an uninterrupted run (every step once, in order)."""
@@ -458,6 +442,7 @@ def test_a_killed_run_resumes_from_its_checkpoint_with_an_unbroken_log(images, t
     assert [r["loss"] for r in log] == [r["loss"] for r in ref]  # the resumed steps are the same steps
 
 
+@pytest.mark.slow
 def test_sigterm_to_the_whole_process_group_still_saves(images, tmp_path):
     """A terminal's Ctrl-C or a job scheduler signals every process of the group, loader workers included: the
     workers leave it to the trainer, which saves and exits cleanly instead of failing on a dead worker."""
@@ -480,6 +465,7 @@ def test_sigterm_to_the_whole_process_group_still_saves(images, tmp_path):
     assert _state(out / "checkpoints" / "last.pt")["step"] == _log_steps(out)[-1]["step"] >= 3
 
 
+@pytest.mark.slow
 def test_a_time_budgeted_run_ends_within_five_percent_and_exports(images, tmp_path):
     import time
 

@@ -7,11 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
-
-from restorekit.registry import get_arch
-
-from .test_train import _write_images
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,8 +19,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _fit_args(data: Path, out: Path, batch: int) -> list[str]:
-    tiny = json.dumps(dict(get_arch("msrn").tiny_config))
+def _fit_args(data: Path, out: Path, batch: int, tiny: dict) -> list[str]:
+    tiny = json.dumps(tiny)
     # One plain SGD step at lr 1: the weight change is minus the (averaged) gradient.
     return [
         "-m", "restorekit.train", "fit", "--preset", "msrn.sr_x2", "--data", str(data), "--out", str(out),
@@ -44,13 +41,15 @@ def _weights(out: Path) -> dict:
     return torch.load(out / "checkpoints" / "last.pt", weights_only=True)["model"]
 
 
-def test_two_gloo_processes_match_one_process_on_the_union_of_their_shards(tmp_path):
-    data = _write_images(tmp_path / "clean", n=6, size=(32, 32))
+@pytest.mark.slow
+def test_two_gloo_processes_match_one_process_on_the_union_of_their_shards(tmp_path, image_folder, tiny_config):
+    data = image_folder("clean", 6, (32, 32), kind="blocks")
+    tiny = tiny_config("msrn")
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2"]
     torchrun += ["--master_addr", "127.0.0.1", "--master_port", str(_free_port())]
-    _run(torchrun + _fit_args(data, tmp_path / "ddp", batch=2))
-    _run([sys.executable] + _fit_args(data, tmp_path / "one", batch=4))  # the same command, one process
-    _run([sys.executable] + _fit_args(data, tmp_path / "half", batch=2))  # rank 0's shard alone
+    _run(torchrun + _fit_args(data, tmp_path / "ddp", batch=2, tiny=tiny))
+    _run([sys.executable] + _fit_args(data, tmp_path / "one", batch=4, tiny=tiny))  # the same command, one process
+    _run([sys.executable] + _fit_args(data, tmp_path / "half", batch=2, tiny=tiny))  # rank 0's shard alone
     ddp, one, half = _weights(tmp_path / "ddp"), _weights(tmp_path / "one"), _weights(tmp_path / "half")
     assert ddp.keys() == one.keys()
     for k in ddp:

@@ -25,8 +25,6 @@ from restorekit.errors import WeightsNotAvailableError
 from restorekit.registry import UrlSource, WeightRecord, get_record
 from restorekit.weights import load_model, read_weights, resolve
 
-TINY = {"n_feat": 8, "scale_unetfeats": 4, "scale_orsnetfeats": 4, "num_cab": 1, "kernel_size": 3, "reduction": 4}
-
 
 def pdparams(net: MPRNet) -> bytes:
     sd = {k: v.numpy().copy() for k, v in net.state_dict().items() if k != "act.weight"}
@@ -37,9 +35,9 @@ def pdparams(net: MPRNet) -> bytes:
 
 
 @pytest.fixture
-def served(file_server):
+def served(file_server, tiny_config, tiny_model):
     torch.manual_seed(0)
-    net = MPRNet(**TINY).eval()
+    net = tiny_model("mprnet").eval()
     data = pdparams(net)
     url = file_server.add("/models/MPR_Deblurring.pdparams", data)
     base = get_record("mprnet.deblur")
@@ -47,7 +45,7 @@ def served(file_server):
         base,
         tag="tofu_test",
         default=False,
-        config=TINY,
+        config=tiny_config("mprnet"),
         hub=None,
         upstream=UrlSource(url=url, format="paddle", pinned=False),
     )

@@ -383,6 +383,7 @@ def test_hub_download_then_cache_hit(hub_server, isolated_cache, tmp_path, monke
     assert hashed == []  # and its digest was verified earlier in this process
 
 
+@pytest.mark.slow  # spawns a process
 def test_cache_hit_in_a_fresh_process_makes_no_request(hub_server, isolated_cache, tmp_path, monkeypatch):
     # In a new process huggingface_hub has not yet fetched what it fetches once per process (with
     # telemetry on, as users have it): the cache hit must still stay off the network.

@@ -35,7 +35,7 @@ from restorekit.registry import get_arch, get_record, list_archs
 from restorekit.restorer import Restorer
 from restorekit.weights import save_weights
 
-from .conftest import finishes, tiny_record
+from .deadline import finishes
 
 # ------------------------------------------------------------------ names, tasks, scales, tiles, devices, dtypes
 
@@ -95,8 +95,8 @@ def test_auto_picks_a_device_that_exists():
 
 
 @pytest.fixture(scope="module")
-def inpainter():
-    rec = tiny_record("spatial_rnn.inpaint")
+def inpainter(tiny_record):
+    rec = tiny_record("spatial_rnn.inpaint", "_corpus")
     with registry.temporary(None, rec):
         torch.manual_seed(0)
         yield Restorer(rec.name, pretrained=False, device="cpu")
@@ -262,7 +262,7 @@ def test_distinct_names_all_arrive(tmp_path, tiny_sr):
 # ------------------------------------------------------------------ tiny images, every architecture
 
 
-def _default_tiny(arch: str) -> registry.WeightRecord:
+def _default_tiny(arch: str, tiny_record) -> registry.WeightRecord:
     rec = get_record(arch)
     if rec.arch == "spatial_rnn":
         rec = get_record("spatial_rnn.denoise")  # the masked tags need a mask; their default is denoising
@@ -284,8 +284,8 @@ def one_thread():
 
 
 @pytest.mark.parametrize("arch", list_archs())
-def test_flat_images_of_every_size_on_every_architecture(arch, one_thread):
-    rec = _default_tiny(arch)
+def test_flat_images_of_every_size_on_every_architecture(arch, one_thread, tiny_record):
+    rec = _default_tiny(arch, tiny_record)
     spec = get_arch(rec.arch)
     with registry.temporary(None, rec):
         torch.manual_seed(0)

@@ -26,7 +26,7 @@ from PIL import Image
 from restorekit.cli import main
 from restorekit.weights import read_weights
 
-from .conftest import finishes
+from .deadline import finishes
 
 MODEL = "spatial_rnn.denoise"  # bundled: every case runs offline on real weights
 
@@ -225,6 +225,7 @@ def _cli(*args: object, env: dict[str, str]) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow  # spawns processes
 def test_a_run_killed_with_sigkill_loses_nothing_and_resumes(tmp_path, child_env):
     src = _images(tmp_path / "in", 12, size=(96, 96))
     out = tmp_path / "out"
@@ -271,6 +272,7 @@ def _shell(script: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True, env=env, timeout=600)
 
 
+@pytest.mark.slow  # spawns processes
 def test_a_full_disk_fails_each_write_cleanly_and_the_rerun_completes(tmp_path, child_env):
     src = tmp_path / "in"
     _images(src, 6, size=(64, 64))  # ~12 KB each as PNG: random pixels do not compress
@@ -332,6 +334,7 @@ def test_a_full_disk_fails_each_write_cleanly_and_the_rerun_completes(tmp_path, 
     assert len(list((tmp_path / "after_second_run").glob("*.png"))) == 6
 
 
+@pytest.mark.slow  # spawns processes
 def test_a_read_only_output_folder_fails_cleanly(tmp_path, child_env):
     src = tmp_path / "in"
     _images(src, 2)

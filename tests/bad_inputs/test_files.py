@@ -18,7 +18,7 @@ from PIL import Image
 from restorekit.errors import InputError
 from restorekit.image import planar_to_numpy, read_image, write_image
 
-from .conftest import finishes
+from .deadline import finishes
 
 RNG = np.random.default_rng(15)
 
