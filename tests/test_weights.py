@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch import nn
 
-from restorekit import registry, weights
+from restorekit import fetch, registry, weightfile
 from restorekit.errors import ChecksumError, ConversionError, WeightsError, WeightsNotAvailableError
 from restorekit.registry import ArchSpec, BundledSource, HubSource, UrlSource, WeightRecord
 from restorekit.weights import (
@@ -354,7 +354,7 @@ def test_convert_authors_checkpoint(register, tmp_path):
 
 def test_bundled_weights(monkeypatch, tmp_path):
     data = ours(tmp_path)
-    monkeypatch.setattr(weights, "BUNDLED_DIR", tmp_path)
+    monkeypatch.setattr(fetch, "BUNDLED_DIR", tmp_path)
     good = record(bundled=BundledSource(filename="w.safetensors", sha256=sha256(data), size=len(data)))
     assert resolve(good, progress=False) == tmp_path / "w.safetensors"
     bad = record(bundled=BundledSource(filename="w.safetensors", sha256="0" * 64, size=len(data)))
@@ -376,7 +376,7 @@ def test_hub_download_then_cache_hit(hub_server, isolated_cache, tmp_path, monke
     assert all("x-xet" not in h for headers in hub_server.request_headers for h in headers)
 
     hashed = []
-    monkeypatch.setattr(weights, "sha256_file", lambda p: hashed.append(p) or sha256_file(p))
+    monkeypatch.setattr(weightfile, "sha256_file", lambda p: hashed.append(p) or sha256_file(p))
     hub_server.clear_log()
     assert resolve(rec, progress=False) == path
     assert hub_server.requests == []  # a pinned commit in the cache needs no request at all
