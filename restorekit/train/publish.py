@@ -35,7 +35,7 @@ from .. import registry
 from ..errors import OutputExistsError, RestorekitError, WeightsError
 from ..options import DTYPES
 from ..registry import BundledSource, HubSource, Metric, WeightRecord
-from . import CHECKPOINT_FORMAT
+from .checkpoint import CHECKPOINT_FORMAT
 
 __all__ = [
     "CHECKPOINT_FORMAT",
