@@ -20,6 +20,7 @@ from restorekit.errors import ChecksumError, ConversionError, WeightsError, Weig
 from restorekit.registry import ArchSpec, BundledSource, HubSource, UrlSource, WeightRecord
 from restorekit.weights import (
     cache_dir,
+    check_state_dict,
     convert,
     git_blob_sha1_file,
     hf_cache_dir,
@@ -324,6 +325,27 @@ def test_strict_key_mismatch_lists_the_keys(register, tmp_path):
     with pytest.raises(WeightsError) as info:
         load_model(f"{ARCH}.unpub", weights=tmp_path / "bad.pth")
     assert "missing keys: tail.bias" in str(info.value) and "unexpected keys: extra.weight" in str(info.value)
+
+
+def test_check_state_dict_says_what_does_not_fit():
+    assert check_state_dict(state(), ARCH, CONFIG) is None
+    assert check_state_dict(state(), ARCH) is None  # the defaults: channels 4
+    wide = TinyNet(channels=6).state_dict()
+    with pytest.raises(WeightsError, match=r"from the state dict do not fit the TinyNet network: shape mismatches"):
+        check_state_dict(wide, ARCH, CONFIG)
+    assert check_state_dict(wide, ARCH, {"channels": 6}) is None
+    sd = state()
+    del sd["tail.bias"]
+    sd["extra.weight"] = torch.ones(1)
+
+    class NotFitting(WeightsError):
+        pass
+
+    with pytest.raises(NotFitting) as info:
+        check_state_dict(sd, ARCH, CONFIG, source="run/step_1.pt", error=NotFitting)
+    text = str(info.value)
+    assert text.startswith("weights from run/step_1.pt do not fit")
+    assert "missing keys: tail.bias" in text and "unexpected keys: extra.weight" in text
 
 
 def test_unpublished_record_says_what_to_do(register):
