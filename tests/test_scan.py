@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -303,6 +304,33 @@ def test_build_is_cached_and_reused(native):
     assert out.stdout.split() == ["native", library]
     after = {name: os.stat(os.path.join(os.path.dirname(library), name)).st_mtime_ns for name in before}
     assert len(before) >= 3 and after == before
+
+
+@pytest.mark.slow  # builds the native scan
+def test_ninja_from_the_wheel_leaves_path_alone(native, tmp_path):
+    # The environment's bin/ need not be on PATH (a venv's python run without activating it): the build then
+    # finds the ninja wheel's binary, and PATH is left exactly as it was (torch runs `ninja` by name, so it is
+    # in front of PATH only during the build).
+    ninja = pytest.importorskip("ninja")
+    compiler = shutil.which(os.environ.get("CXX") or "c++")
+    if compiler is None or os.path.dirname(compiler) == os.path.abspath(ninja.BIN_DIR):
+        pytest.skip("needs a C++ compiler outside the folder of the ninja wheel's binary")
+    tools = tmp_path / "bin"  # the compiler's folder without ninja
+    tools.mkdir()
+    for entry in os.scandir(os.path.dirname(compiler)):
+        if entry.name != "ninja":
+            os.symlink(entry.path, tools / entry.name)
+    code = """
+        import os, shutil
+        from restorekit import ops
+        before = os.environ["PATH"]
+        info = ops.backend_info()
+        print(shutil.which("ninja"), info["backend"], os.environ["PATH"] == before, "|", info["reason"])
+    """
+    cache = os.path.dirname(os.path.dirname(ops.backend_info()["library"]))
+    out = _run(code, PATH=str(tools), RESTOREKIT_EXT_CACHE=cache, **{ops.BACKEND_ENV: "auto"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[:3] == ["None", "native", "True"], out.stdout
 
 
 @pytest.mark.slow  # builds the native scan

@@ -15,11 +15,12 @@ import pytest
 import torch
 from torch import nn
 
-from restorekit import registry, weights
+from restorekit import fetch, registry, weightfile
 from restorekit.errors import ChecksumError, ConversionError, WeightsError, WeightsNotAvailableError
 from restorekit.registry import ArchSpec, BundledSource, HubSource, UrlSource, WeightRecord
 from restorekit.weights import (
     cache_dir,
+    check_state_dict,
     convert,
     git_blob_sha1_file,
     hf_cache_dir,
@@ -326,6 +327,27 @@ def test_strict_key_mismatch_lists_the_keys(register, tmp_path):
     assert "missing keys: tail.bias" in str(info.value) and "unexpected keys: extra.weight" in str(info.value)
 
 
+def test_check_state_dict_says_what_does_not_fit():
+    assert check_state_dict(state(), ARCH, CONFIG) is None
+    assert check_state_dict(state(), ARCH) is None  # the defaults: channels 4
+    wide = TinyNet(channels=6).state_dict()
+    with pytest.raises(WeightsError, match=r"from the state dict do not fit the TinyNet network: shape mismatches"):
+        check_state_dict(wide, ARCH, CONFIG)
+    assert check_state_dict(wide, ARCH, {"channels": 6}) is None
+    sd = state()
+    del sd["tail.bias"]
+    sd["extra.weight"] = torch.ones(1)
+
+    class NotFitting(WeightsError):
+        pass
+
+    with pytest.raises(NotFitting) as info:
+        check_state_dict(sd, ARCH, CONFIG, source="run/step_1.pt", error=NotFitting)
+    text = str(info.value)
+    assert text.startswith("weights from run/step_1.pt do not fit")
+    assert "missing keys: tail.bias" in text and "unexpected keys: extra.weight" in text
+
+
 def test_unpublished_record_says_what_to_do(register):
     register(record("unpub", notes="training is still running"))
     with pytest.raises(WeightsNotAvailableError) as info:
@@ -354,7 +376,7 @@ def test_convert_authors_checkpoint(register, tmp_path):
 
 def test_bundled_weights(monkeypatch, tmp_path):
     data = ours(tmp_path)
-    monkeypatch.setattr(weights, "BUNDLED_DIR", tmp_path)
+    monkeypatch.setattr(fetch, "BUNDLED_DIR", tmp_path)
     good = record(bundled=BundledSource(filename="w.safetensors", sha256=sha256(data), size=len(data)))
     assert resolve(good, progress=False) == tmp_path / "w.safetensors"
     bad = record(bundled=BundledSource(filename="w.safetensors", sha256="0" * 64, size=len(data)))
@@ -376,7 +398,7 @@ def test_hub_download_then_cache_hit(hub_server, isolated_cache, tmp_path, monke
     assert all("x-xet" not in h for headers in hub_server.request_headers for h in headers)
 
     hashed = []
-    monkeypatch.setattr(weights, "sha256_file", lambda p: hashed.append(p) or sha256_file(p))
+    monkeypatch.setattr(weightfile, "sha256_file", lambda p: hashed.append(p) or sha256_file(p))
     hub_server.clear_log()
     assert resolve(rec, progress=False) == path
     assert hub_server.requests == []  # a pinned commit in the cache needs no request at all

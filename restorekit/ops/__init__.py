@@ -39,6 +39,7 @@ from typing import Any
 
 import torch
 
+from ..env import cache_dir
 from ..errors import RestorekitError
 from . import reference
 
@@ -88,8 +89,6 @@ def ext_cache_dir() -> Path:
     explicit = os.environ.get(CACHE_ENV)
     if explicit:
         return Path(explicit).expanduser()
-    from ..weights import cache_dir
-
     return cache_dir() / "extensions"
 
 
@@ -125,20 +124,46 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
-def _why_not_buildable() -> str | None:
-    from torch.utils import cpp_extension
+def _ninja_folder() -> str | None:
+    """The folder to put in front of PATH for the build so that ninja is found: ``""`` when it is on PATH already,
+    the ``ninja`` wheel's folder (an install requirement, next to the interpreter's scripts, which need not be
+    on PATH), or None when there is no ninja at all."""
+    if shutil.which("ninja") is not None:
+        return ""
+    try:
+        import ninja
 
+        folder = str(ninja.BIN_DIR)
+    except (ImportError, AttributeError):
+        return None
+    return folder if shutil.which("ninja", path=folder) is not None else None
+
+
+@contextlib.contextmanager
+def _path_with(folder: str) -> Iterator[None]:
+    """``folder`` in front of PATH while the block runs, then PATH exactly as it was.
+
+    torch.utils.cpp_extension runs ``ninja`` by name, looked up on ``os.environ["PATH"]``, and takes no path or
+    environment for it; so the build (and only the build, under :data:`_lock`) sees ninja's folder there."""
+    if not folder:
+        yield
+        return
+    before = os.environ.get("PATH")
+    os.environ["PATH"] = folder if before is None else folder + os.pathsep + before
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("PATH", None)
+        else:
+            os.environ["PATH"] = before
+
+
+def _why_not_buildable() -> str | None:
     compiler = os.environ.get("CXX") or ("cl" if sys.platform == "win32" else "c++")
     if shutil.which(compiler) is None:
         return f"no C++ compiler ({compiler!r} is not on PATH; install g++ or clang, or set CXX)"
-    if not cpp_extension.is_ninja_available():
-        try:  # the `ninja` wheel (an install requirement) puts its binary next to the interpreter's scripts
-            import ninja
-
-            os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
-        except (ImportError, AttributeError):
-            pass
-    if not cpp_extension.is_ninja_available():
+    if _ninja_folder() is None:
         return "ninja is not available (pip install ninja)"
     return None
 
@@ -150,7 +175,7 @@ def _build() -> None:
     name = f"restorekit_scan_{_build_key(with_cuda)}"
     folder = ext_cache_dir() / name
     sources = [str(CSRC / s) for s in _CPU_SOURCES + (_CUDA_SOURCES if with_cuda else ())]
-    with _file_lock(folder.parent / f"{name}.lock"):
+    with _file_lock(folder.parent / f"{name}.lock"), _path_with(_ninja_folder() or ""):
         # We hold the lock: a 'lock' file left by torch's FileBaton is stale (a build killed mid-way).
         (folder / "lock").unlink(missing_ok=True)
         folder.mkdir(parents=True, exist_ok=True)

@@ -14,10 +14,12 @@ from typing import Any
 
 __all__ = ["TrainConfig", "PRESETS", "preset", "fit", "CHECKPOINT_FORMAT"]
 
-CHECKPOINT_FORMAT = "restorekit-train/1"
-
 
 def __getattr__(name: str) -> Any:
+    if name == "CHECKPOINT_FORMAT":
+        from .checkpoint import CHECKPOINT_FORMAT
+
+        return CHECKPOINT_FORMAT
     if name in ("TrainConfig", "PRESETS", "preset"):
         from . import config
 

@@ -13,9 +13,10 @@ from typing import Any
 import torch
 
 from ..errors import RestorekitError
-from . import CHECKPOINT_FORMAT
 
 __all__ = ["CHECKPOINT_FORMAT", "TrainingError", "load_checkpoint", "atomic_save"]
+
+CHECKPOINT_FORMAT = "restorekit-train/1"
 
 
 class TrainingError(RestorekitError):

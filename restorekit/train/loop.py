@@ -31,8 +31,7 @@ import torch.distributed as dist
 from torch import nn
 
 from ..errors import InputError
-from . import CHECKPOINT_FORMAT
-from .checkpoint import TrainingError, atomic_save, load_checkpoint
+from .checkpoint import CHECKPOINT_FORMAT, TrainingError, atomic_save, load_checkpoint
 from .config import TrainConfig, parse_duration
 
 __all__ = ["Trainer", "fit", "lr_factor", "SCHEDULES", "OPTIMIZERS", "load_checkpoint"]

@@ -35,7 +35,7 @@ from .. import registry
 from ..errors import OutputExistsError, RestorekitError, WeightsError
 from ..options import DTYPES
 from ..registry import BundledSource, HubSource, Metric, WeightRecord
-from . import CHECKPOINT_FORMAT
+from .checkpoint import CHECKPOINT_FORMAT
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -127,7 +127,7 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def _clean_state(state: Any, path: Path, which: str) -> dict[str, torch.Tensor]:
-    from ..weights import _strip_module_prefix
+    from ..weightfile import strip_module_prefix
 
     if not isinstance(state, Mapping):
         raise ExportError(f"{path}: the checkpoint's {which!r} entry is a {type(state).__name__}, not a state dict")
@@ -138,7 +138,7 @@ def _clean_state(state: Any, path: Path, which: str) -> dict[str, torch.Tensor]:
         if not isinstance(value, torch.Tensor):
             raise ExportError(f"{path}: {which}[{key!r}] is a {type(value).__name__}, not a tensor")
         out[key] = value
-    return _strip_module_prefix(out)  # DDP / AveragedModel wrappers
+    return strip_module_prefix(out)  # DDP / AveragedModel wrappers
 
 
 def _read_log(run: Path) -> tuple[int | None, dict[str, Any] | None]:
@@ -231,7 +231,8 @@ def export_run(
     :func:`restorekit.evaluate.evaluate` (``eval_degradation`` for a folder of clean images); otherwise the
     checkpoint's validation metrics are carried over. ``repo_id``/``filename`` default to the record's hub entry.
     """
-    from ..weights import _load_state, build_model, save_weights
+    from ..weightfile import save_weights
+    from ..weights import check_state_dict
 
     run = Path(run)
     if weights not in ("ema", "model"):
@@ -256,7 +257,7 @@ def export_run(
         wrong = {k: config.get(k) for k, v in spec.config_for_scale(record.scale).items() if config.get(k) != v}
         if wrong:
             raise ExportError(f"{path} was trained with {wrong}, but {model_name} is a x{record.scale} model")
-    _load_state(build_model(arch, config), state, str(path), error=ExportError)  # fits, before writing anything
+    check_state_dict(state, arch, config, source=str(path), error=ExportError)  # fits, before writing anything
     state = _cast(state, dtype, path)
 
     hub = record.hub
@@ -523,15 +524,15 @@ def push_folder(
     from huggingface_hub import HfApi
 
     from .._version import __version__
-    from ..weights import _hf_endpoint, _hf_token
+    from ..env import hf_endpoint, hf_token
 
     folder = Path(folder)
     if not folder.is_dir() or not any(p.is_file() for p in folder.rglob("*")):
         raise PushError(f"{folder} is not a folder with files to upload; run `restorekit-train export` first")
     if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo_id):
         raise PushError(f"repo id must look like 'namespace/name', not {repo_id!r}")
-    endpoint = _hf_endpoint()
-    token = token or _hf_token(saved_login=False)  # else HfApi finds the saved login itself
+    endpoint = hf_endpoint()
+    token = token or hf_token(saved_login=False)  # else HfApi finds the saved login itself
     api = HfApi(endpoint=endpoint, token=token, library_name="restorekit", library_version=__version__)
     where = api.endpoint
     try:
