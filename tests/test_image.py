@@ -24,6 +24,7 @@ from restorekit.image import (
     pil_to_planar,
     planar_to_numpy,
     planar_to_pil,
+    read_array,
     read_image,
     rgb_to_grey,
     rgb_to_ycbcr,
@@ -399,6 +400,60 @@ def test_exif_orientation_sixteen_bit_png(tmp_path: Path, orientation: int) -> N
     image = read_image(path)
     assert image.bit_depth == 16
     np.testing.assert_array_equal(planar_to_numpy(image), UPRIGHT[orientation](stored))
+
+
+@pytest.mark.parametrize(
+    "kind", ["rgb8", "rgba8_exif", "grey8", "grey16", "rgb16_exif", "rgba16", "palette_key", "float_tiff"]
+)
+def test_read_array_is_read_image_before_the_division(tmp_path: Path, kind: str) -> None:
+    """The integers as stored, upright, writable: read_image is exactly this divided by 255 or 65535."""
+    path = tmp_path / ("x.tif" if kind == "float_tiff" else "x.png")
+    if kind.endswith("16_exif") or kind == "rgba16":
+        stored = _random((3, 5, 3 if kind.startswith("rgb16") else 4), np.uint16, seed=1)
+        data = png16.encode_png16(stored)
+        if kind.endswith("exif"):
+            body = _exif(6).tobytes()
+            data = _insert_after_ihdr(data, _chunk(b"eXIf", body[6:] if body.startswith(b"Exif\x00\x00") else body))
+        path.write_bytes(data)
+        expected = UPRIGHT[6 if kind.endswith("exif") else 1](stored)
+    elif kind == "grey16":
+        expected = _random((3, 5), np.uint16, seed=2)[:, :, None]
+        Image.fromarray(expected[:, :, 0]).save(path)
+    elif kind == "palette_key":
+        img = Image.new("P", (5, 3))
+        img.putpalette([255, 0, 0, 0, 255, 0] + [0, 0, 0] * 254)
+        img.putpixel((1, 1), 1)
+        img.save(path, transparency=1)
+        expected = np.zeros((3, 5, 4), dtype=np.uint8)
+        expected[:, :, 0], expected[:, :, 3] = 255, 255
+        expected[1, 1] = (0, 255, 0, 0)
+    elif kind == "float_tiff":
+        expected = _random((3, 5), np.float32, seed=3)[:, :, None]
+        Image.fromarray(expected[:, :, 0], mode="F").save(path)
+    else:
+        channels = {"rgb8": 3, "rgba8_exif": 4, "grey8": 1}[kind]
+        stored = _random((3, 5, channels), np.uint8, seed=4)
+        Image.fromarray(stored[:, :, 0] if channels == 1 else stored).save(path, exif=_exif(6 if "exif" in kind else 1))
+        expected = UPRIGHT[6 if "exif" in kind else 1](stored)
+    arr = read_array(path)
+    assert arr.dtype == expected.dtype and arr.flags.writeable and arr.flags.c_contiguous
+    np.testing.assert_array_equal(arr, expected)
+    image = read_image(path)
+    scale = {np.dtype(np.uint8): 255, np.dtype(np.uint16): 65535}.get(arr.dtype, 1)
+    assert image.bit_depth == {255: 8, 65535: 16, 1: 32}[scale]
+    stacked = torch.cat([image.color] + ([image.alpha] if image.alpha is not None else []))
+    assert torch.equal(stacked, torch.from_numpy(arr.astype(np.float32).transpose(2, 0, 1) / np.float32(scale)))
+
+
+def test_read_array_errors_are_read_image_errors(tmp_path: Path) -> None:
+    path = tmp_path / "cut.png"
+    Image.fromarray(_random((16, 16, 3), np.uint8)).save(path)
+    path.write_bytes(path.read_bytes()[:-40])
+    with pytest.raises(InputError, match="truncated") as from_array:
+        read_array(path)
+    with pytest.raises(InputError) as from_image:
+        read_image(path)
+    assert str(from_array.value) == str(from_image.value)
 
 
 def test_pil_to_planar_does_not_apply_exif(tmp_path: Path) -> None:
