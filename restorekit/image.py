@@ -363,7 +363,7 @@ def read_bytes(path: str | os.PathLike, what: str = "image") -> bytes:
         raise InputError(f"{p}: could not be read ({e}); check that the file is readable") from e
 
 
-def _decode(path: str | os.PathLike) -> np.ndarray:
+def _decode_file(path: str | os.PathLike) -> np.ndarray:
     """:func:`read_array` without its copy of Pillow's read-only buffer (what :func:`read_image` needs)."""
     p = Path(path)
     data = read_bytes(p)
@@ -411,7 +411,7 @@ def read_array(path: str | os.PathLike) -> np.ndarray:
     >>> arr.shape, arr.dtype  # doctest: +SKIP
     ((480, 640, 3), dtype('uint8'))
     """
-    arr = _decode(path)
+    arr = _decode_file(path)
     return arr if arr.flags.writeable else arr.copy()
 
 
@@ -421,7 +421,7 @@ def read_image(path: str | os.PathLike) -> Planar:
     The format is recognised from the content, not the suffix. The file is opened once and must be a regular
     file. Raises InputError for a missing, unreadable, truncated, corrupt or animated (multi-frame) file.
     """
-    return _planar_from_array(_decode(path))
+    return _planar_from_array(_decode_file(path))
 
 
 # --------------------------------------------------------------------------------------------------
