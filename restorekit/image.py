@@ -5,11 +5,15 @@ or 3 RGB), alpha kept apart, and the bit depth the pixels came with so that they
 
 * :func:`read_image` decodes the whole file up front, so a truncated or corrupt file fails here with an
   :class:`~restorekit.errors.InputError` rather than half-way through a model. EXIF orientation is applied
-  (pixels come back upright). Files are recognised by content, not by suffix.
+  (pixels come back upright). Files are recognised by content, not by suffix. :func:`read_array` is the
+  same decoder without the conversion to float: the integer pixels as stored, upright (training reads
+  its images with it, so it sees what evaluation sees).
 * Pillow holds 16-bit colour in no mode, and silently drops 16-bit RGB/RGBA PNGs to 8 bits, so PNGs with
-  16-bit colour or grey+alpha go through the small zlib + numpy codec below instead, in both directions.
+  16-bit colour or grey+alpha go through :mod:`restorekit.png16` instead, in both directions.
 * :func:`write_image` picks the format from the suffix and writes atomically (temporary file in the same
   folder, then :func:`os.replace`): a failed write never leaves a half-written target behind.
+* The colour conversions live in :mod:`restorekit.color`; :func:`rgb_to_ycbcr`, :func:`ycbcr_to_rgb` and
+  :func:`rgb_to_grey` can be imported from here too.
 
 Quantisation to integers is round-half-up after clamping to ``[0, 1]``: ``floor(x * 255 + 0.5)``
 (65535 for 16 bits); NaN becomes 0. Float (``bit_depth == 32``) images are written with 16 bits where the
@@ -24,10 +28,8 @@ import functools
 import io
 import os
 import stat
-import struct
 import tempfile
 import warnings
-import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,12 +39,15 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .color import rgb_to_grey, rgb_to_ycbcr, ycbcr_to_rgb
 from .errors import InputError, OutputError, OutputExistsError
+from .png16 import decode_png16, encode_png16, needs_png16
 
 __all__ = [
     "IMAGE_EXTENSIONS",
     "Planar",
     "read_image",
+    "read_array",
     "write_image",
     "pil_to_planar",
     "planar_to_pil",
@@ -122,6 +127,15 @@ def _planar_from_hwc(arr: np.ndarray, scale: float | None, bit_depth: int, layou
     return Planar(color.contiguous(), None if alpha is None else alpha.contiguous(), bit_depth, layout)
 
 
+def _planar_from_array(arr: np.ndarray) -> Planar:
+    """(H, W, C) uint8, uint16 or float32 array, as :func:`read_array` gives -> Planar of bit depth 8, 16 or 32."""
+    if arr.dtype == np.uint8:
+        return _planar_from_hwc(arr, 255.0, 8)
+    if arr.dtype == np.uint16:
+        return _planar_from_hwc(arr, 65535.0, 16)
+    return _planar_from_hwc(arr, None, 32)
+
+
 def _stacked(image: Planar, alpha: bool = True) -> torch.Tensor:
     """Colour (and alpha) as one float32 CPU tensor (C, H, W); never aliases the caller's tensors."""
     parts = [image.color] + ([image.alpha] if alpha and image.alpha is not None else [])
@@ -194,12 +208,8 @@ def _has_transparency(img: Image.Image) -> bool:
     return img.mode == "P" and img.palette is not None and img.palette.mode == "RGBA"
 
 
-def pil_to_planar(img: Image.Image) -> Planar:
-    """PIL image -> Planar, taken as-is: EXIF orientation is applied only by :func:`read_image`.
-
-    Grey modes stay one channel, everything else becomes RGB; alpha (including palette or colour-key
-    transparency) is separated. "I;16*" and "I" give bit_depth 16 ("I" is clipped to 0..65535), "F" gives 32.
-    """
+def _pil_array(img: Image.Image) -> np.ndarray:
+    """PIL image -> (H, W, C) array of :func:`pil_to_planar`: uint8, uint16 ("I;16*", "I") or float32 ("F")."""
     mode = img.mode
     if mode.startswith("I;16") or mode == "I":
         arr = np.asarray(img)
@@ -214,10 +224,10 @@ def pil_to_planar(img: Image.Image) -> Planar:
         if isinstance(key, int):
             # 16-bit grey with a tRNS colour key: pixels equal to the key are fully transparent.
             alpha = np.where(grey == key, 0, 65535).astype(np.uint16)
-            return _planar_from_hwc(np.stack([grey, alpha], axis=2), 65535.0, 16)
-        return _planar_from_hwc(grey[:, :, None], 65535.0, 16)
+            return np.stack([grey, alpha], axis=2)
+        return grey[:, :, None]
     if mode == "F":
-        return _planar_from_hwc(np.asarray(img, dtype=np.float32)[:, :, None], None, 32)
+        return np.asarray(img, dtype=np.float32)[:, :, None]
     if mode in ("1", "L"):
         target = "LA" if mode == "L" and _has_transparency(img) else "L"
     elif mode in ("LA", "La"):
@@ -231,7 +241,16 @@ def pil_to_planar(img: Image.Image) -> Planar:
     except (ValueError, OSError) as e:
         raise InputError(f"PIL image mode {mode!r} cannot be converted to {target}: {e}; convert it first") from e
     arr = np.asarray(converted)
-    return _planar_from_hwc(arr if arr.ndim == 3 else arr[:, :, None], 255.0, 8)
+    return arr if arr.ndim == 3 else arr[:, :, None]
+
+
+def pil_to_planar(img: Image.Image) -> Planar:
+    """PIL image -> Planar, taken as-is: EXIF orientation is applied only by :func:`read_image`.
+
+    Grey modes stay one channel, everything else becomes RGB; alpha (including palette or colour-key
+    transparency) is separated. "I;16*" and "I" give bit_depth 16 ("I" is clipped to 0..65535), "F" gives 32.
+    """
+    return _planar_from_array(_pil_array(img))
 
 
 def planar_to_pil(image: Planar) -> Image.Image:
@@ -255,222 +274,6 @@ def planar_to_pil(image: Planar) -> Image.Image:
 
 
 # --------------------------------------------------------------------------------------------------
-# 16-bit PNG codec (Pillow keeps 16-bit grey only)
-
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_PNG_CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}  # colour type -> samples per pixel
-_PNG_COLOR_TYPE = {c: t for t, c in _PNG_CHANNELS.items()}
-# Adam7 passes: first column, first row, column step, row step.
-_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
-_NO_INTERLACE = ((0, 0, 1, 1),)
-_IDAT_SIZE = 1 << 20
-
-
-@dataclass
-class _Png16:
-    pixels: np.ndarray  # uint16 (H, W, C), native byte order
-    exif: bytes | None  # body of the eXIf chunk
-    has_text: bool  # text chunks may hold EXIF/XMP orientation that only Pillow parses
-
-
-def _pass_sizes(width: int, height: int, interlace: bool) -> Iterable[tuple[int, int, int, int, int, int]]:
-    """(x0, y0, dx, dy, pass width, pass height) of every non-empty pass."""
-    for x0, y0, dx, dy in _ADAM7 if interlace else _NO_INTERLACE:
-        pw, ph = max(0, -(-(width - x0) // dx)), max(0, -(-(height - y0) // dy))
-        if pw and ph:
-            yield x0, y0, dx, dy, pw, ph
-
-
-def _png_chunks(data: bytes, name: str) -> list[tuple[bytes, memoryview]]:
-    """Every chunk up to IEND, CRCs verified."""
-    view = memoryview(data)
-    chunks: list[tuple[bytes, memoryview]] = []
-    pos = len(_PNG_SIGNATURE)
-    truncated = f"{name}: the PNG file is truncated and could not be decoded; re-export or re-download it"
-    while True:
-        if pos + 12 > len(data):
-            raise InputError(truncated)
-        length, ctype = struct.unpack_from(">I4s", data, pos)
-        end = pos + 12 + length
-        if end > len(data):
-            raise InputError(truncated)
-        body = view[pos + 8 : end - 4]
-        (crc,) = struct.unpack_from(">I", data, end - 4)
-        if zlib.crc32(body, zlib.crc32(ctype)) != crc:
-            raise InputError(
-                f"{name}: PNG chunk {ctype.decode('latin-1')!r} fails its CRC check, so the file is corrupt and "
-                "could not be decoded; re-export or re-download it"
-            )
-        chunks.append((ctype, body))
-        pos = end
-        if ctype == b"IEND":
-            return chunks
-
-
-def _decode_png16(data: bytes, name: str) -> _Png16:
-    """Decode a 16-bit grey, grey+alpha, RGB or RGBA PNG (Adam7 included) to uint16 (H, W, C)."""
-    if not data.startswith(_PNG_SIGNATURE):
-        raise InputError(f"{name}: not a PNG file (bad signature); it could not be decoded")
-    chunks = _png_chunks(data, name)
-    if chunks[0][0] != b"IHDR" or len(chunks[0][1]) != 13:
-        raise InputError(f"{name}: PNG without a valid IHDR chunk could not be decoded; the file is corrupt")
-    width, height, depth, ctype, compression, filtering, interlace = struct.unpack(">IIBBBBB", chunks[0][1])
-    if depth != 16 or ctype not in _PNG_CHANNELS or compression or filtering or interlace > 1 or not width * height:
-        raise InputError(
-            f"{name}: PNG header (bit depth {depth}, colour type {ctype}, {width}x{height}, "
-            f"interlace {interlace}) is not a valid 16-bit image; it could not be decoded"
-        )
-    limit = Image.MAX_IMAGE_PIXELS
-    if limit and width * height > 2 * limit:  # the same guard Pillow applies to every other file
-        raise InputError(
-            f"{name}: {width}x{height} pixels exceeds the decompression-bomb limit; "
-            "raise PIL.Image.MAX_IMAGE_PIXELS if you trust this file"
-        )
-    channels = _PNG_CHANNELS[ctype]
-    bpp = 2 * channels
-    passes = list(_pass_sizes(width, height, bool(interlace)))
-    needed = sum(ph * (pw * bpp + 1) for *_, pw, ph in passes)
-    inflater = zlib.decompressobj()
-    try:
-        # One byte more than the pixels need: tells trailing junk (tolerated, as libpng does) from an
-        # input that ran out, and keeps a hostile stream from inflating beyond the image's size.
-        raw = inflater.decompress(b"".join(body for kind, body in chunks if kind == b"IDAT"), needed + 1)
-    except zlib.error as e:
-        raise InputError(f"{name}: PNG image data is corrupt ({e}) and could not be decoded") from e
-    if len(raw) <= needed and not inflater.eof:
-        raise InputError(f"{name}: PNG image data is truncated and could not be decoded; re-export it")
-    if len(raw) < needed:
-        raise InputError(f"{name}: PNG image data is shorter than its header says; the file could not be decoded")
-    pixels = np.empty((height, width, channels), dtype=np.uint16)
-    pos = 0
-    for x0, y0, dx, dy, pw, ph in passes:
-        stride = pw * bpp
-        size = ph * (stride + 1)
-        lines = np.frombuffer(raw, dtype=np.uint8, count=size, offset=pos).reshape(ph, stride + 1)
-        pos += size
-        filters = lines[:, 0]
-        if filters.max() > 4:
-            raise InputError(f"{name}: PNG uses an unknown scanline filter ({filters.max()}); the file is corrupt")
-        unfiltered = _unfilter(lines[:, 1:], filters, bpp)
-        pixels[y0::dy, x0::dx] = unfiltered.view(">u2").reshape(ph, pw, channels)
-    kinds = {kind for kind, _ in chunks}
-    key = next((body for kind, body in chunks if kind == b"tRNS"), None)
-    if ctype == 2 and key is not None and len(key) == 6:
-        # RGB colour key: that exact colour is transparent, everything else opaque.
-        opaque = np.any(pixels != np.frombuffer(key, dtype=">u2"), axis=2)
-        pixels = np.concatenate([pixels, np.where(opaque, 65535, 0).astype(np.uint16)[:, :, None]], axis=2)
-    exif = next((bytes(body) for kind, body in chunks if kind == b"eXIf"), None)
-    return _Png16(pixels, exif, bool(kinds & {b"tEXt", b"zTXt", b"iTXt"}))
-
-
-def _unfilter(lines: np.ndarray, filters: np.ndarray, bpp: int) -> np.ndarray:
-    """Undo PNG scanline filters: (rows, stride) filtered bytes -> raw bytes."""
-    if not np.isin(filters, (3, 4)).any():
-        # None / Sub / Up only: each row is one vector operation.
-        out = np.empty_like(lines)
-        prev = np.zeros(lines.shape[1], dtype=np.uint8)
-        for y, kind in enumerate(filters.tolist()):
-            line = lines[y]
-            if kind == 1:  # running sum per byte lane; uint8 arithmetic wraps mod 256 as PNG requires
-                line = np.cumsum(line.reshape(-1, bpp), axis=0, dtype=np.uint8).reshape(-1)
-            elif kind == 2:
-                line = line + prev
-            out[y] = line
-            prev = out[y]
-        return out
-    return _unfilter_wavefront(lines, filters, bpp)
-
-
-def _unfilter_wavefront(lines: np.ndarray, filters: np.ndarray, bpp: int) -> np.ndarray:
-    """Average/Paeth need the left, upper and upper-left pixels already decoded: sweep anti-diagonals.
-
-    All pixels on one anti-diagonal (x + y = t) depend only on the two previous diagonals, so each step
-    is a handful of vector operations and the loop runs width + height times instead of once per pixel.
-    """
-    rows, stride = lines.shape
-    width = stride // bpp
-    # One zero pixel left of every row and one zero row on top make every neighbour exist (PNG defines
-    # out-of-image neighbours as 0). Flattened, pixel (y, x) sits at (y + 1) * (width + 1) + x + 1, so
-    # the pixels of one diagonal are a strided slice with step ``width``.
-    src = np.zeros((rows + 1, width + 1, bpp), dtype=np.int16)
-    src[1:, 1:] = lines.reshape(rows, width, bpp)
-    src = src.reshape(-1, bpp)
-    out = np.zeros_like(src)
-    kinds = filters.astype(np.intp)
-    up = width + 1
-    for t in range(width + rows - 1):
-        y0, y1 = max(0, t - width + 1), min(rows - 1, t)
-        p0 = (y0 + 1) * up + (t - y0) + 1
-        p1 = (y1 + 1) * up + (t - y1) + 1
-        a = out[p0 - 1 : p1 : width]  # left
-        b = out[p0 - up : p1 - up + 1 : width]  # up
-        c = out[p0 - up - 1 : p1 - up : width]  # up-left
-        pa, pb, pc = np.abs(b - c), np.abs(a - c), np.abs(a + b - 2 * c)
-        paeth = np.where((pa <= pb) & (pa <= pc), a, np.where(pb <= pc, b, c))
-        predictor = np.choose(kinds[y0 : y1 + 1, None], (np.zeros_like(a), a, b, (a + b) >> 1, paeth))
-        out[p0 : p1 + 1 : width] = (src[p0 : p1 + 1 : width] + predictor) & 0xFF
-    return out.reshape(rows + 1, width + 1, bpp)[1:, 1:].astype(np.uint8).reshape(rows, stride)
-
-
-def _filter(raw: np.ndarray, bpp: int, kind: int | None) -> np.ndarray:
-    """Filter (rows, stride) raw bytes; returns (rows, stride + 1) with the filter byte first.
-
-    ``kind`` None chooses None or Up per row (smaller sum of absolute signed residuals); both keep
-    decoding on the fast path of :func:`_unfilter`. 0-4 force one filter for every row.
-    """
-    x = raw.astype(np.int16)
-    a = np.zeros_like(x)
-    a[:, bpp:] = x[:, :-bpp]
-    b = np.zeros_like(x)
-    b[1:] = x[:-1]
-    if kind is None:
-        up = (x - b).astype(np.uint8)
-        cost_none = np.abs(raw.view(np.int8).astype(np.int32)).sum(axis=1)
-        cost_up = np.abs(up.view(np.int8).astype(np.int32)).sum(axis=1)
-        use_up = cost_up < cost_none
-        kinds = np.where(use_up, 2, 0).astype(np.uint8)
-        body = np.where(use_up[:, None], up, raw)
-    else:
-        if kind == 0:
-            predictor = np.zeros_like(x)
-        elif kind == 1:
-            predictor = a
-        elif kind == 2:
-            predictor = b
-        else:
-            c = np.zeros_like(x)
-            c[1:, bpp:] = x[:-1, :-bpp]
-            if kind == 3:
-                predictor = (a + b) >> 1
-            elif kind == 4:
-                pa, pb, pc = np.abs(b - c), np.abs(a - c), np.abs(a + b - 2 * c)
-                predictor = np.where((pa <= pb) & (pa <= pc), a, np.where(pb <= pc, b, c))
-            else:
-                raise ValueError(f"PNG filter type must be 0-4 or None, got {kind!r}")
-        kinds = np.full(len(raw), kind, dtype=np.uint8)
-        body = ((x - predictor) & 0xFF).astype(np.uint8)
-    return np.concatenate([kinds[:, None], body], axis=1)
-
-
-def _png_chunk(kind: bytes, body: bytes) -> bytes:
-    return struct.pack(">I4s", len(body), kind) + body + struct.pack(">I", zlib.crc32(body, zlib.crc32(kind)))
-
-
-def _encode_png16(pixels: np.ndarray, *, filter_type: int | None = None, interlace: bool = False) -> bytes:
-    """uint16 (H, W, C) with C = 1 (grey), 2 (grey+alpha), 3 (RGB) or 4 (RGBA) -> 16-bit PNG bytes."""
-    height, width, channels = pixels.shape
-    big_endian = np.ascontiguousarray(pixels, dtype=">u2")
-    parts = []
-    for x0, y0, dx, dy, pw, ph in _pass_sizes(width, height, interlace):
-        sub = np.ascontiguousarray(big_endian[y0::dy, x0::dx])
-        parts.append(_filter(sub.view(np.uint8).reshape(ph, pw * channels * 2), 2 * channels, filter_type).tobytes())
-    compressed = zlib.compress(b"".join(parts), 6)
-    header = struct.pack(">IIBBBBB", width, height, 16, _PNG_COLOR_TYPE[channels], 0, 0, int(interlace))
-    idat = [_png_chunk(b"IDAT", compressed[i : i + _IDAT_SIZE]) for i in range(0, len(compressed), _IDAT_SIZE)]
-    return b"".join([_PNG_SIGNATURE, _png_chunk(b"IHDR", header), *idat, _png_chunk(b"IEND", b"")])
-
-
-# --------------------------------------------------------------------------------------------------
 # Reading
 
 
@@ -483,34 +286,27 @@ def _orientation(img: Image.Image) -> int:
     return value if 1 <= value <= 8 else 1
 
 
-def _orient(t: torch.Tensor, orientation: int) -> torch.Tensor:
-    """Make (C, H, W) pixels stored with EXIF ``orientation`` upright."""
+def _upright(arr: np.ndarray, orientation: int) -> np.ndarray:
+    """Make (H, W, C) pixels stored with EXIF ``orientation`` upright."""
     if orientation == 2:
-        t = t.flip(-1)
+        arr = arr[:, ::-1]
     elif orientation == 3:
-        t = t.flip(-2, -1)
+        arr = arr[::-1, ::-1]
     elif orientation == 4:
-        t = t.flip(-2)
+        arr = arr[::-1]
     elif orientation == 5:
-        t = t.transpose(-2, -1)
+        arr = arr.transpose(1, 0, 2)
     elif orientation == 6:
-        t = torch.rot90(t, -1, dims=(-2, -1))  # 90 degrees clockwise
+        arr = np.rot90(arr, -1, axes=(0, 1))  # 90 degrees clockwise
     elif orientation == 7:
-        t = t.transpose(-2, -1).flip(-2, -1)
+        arr = arr.transpose(1, 0, 2)[::-1, ::-1]
     elif orientation == 8:
-        t = torch.rot90(t, 1, dims=(-2, -1))  # 90 degrees counter-clockwise
-    return t.contiguous()
+        arr = np.rot90(arr, 1, axes=(0, 1))  # 90 degrees counter-clockwise
+    return np.ascontiguousarray(arr)
 
 
-def _apply_orientation(image: Planar, orientation: int) -> Planar:
-    if orientation == 1:
-        return image
-    alpha = None if image.alpha is None else _orient(image.alpha, orientation)
-    return Planar(_orient(image.color, orientation), alpha, image.bit_depth, image.layout)
-
-
-def _read_png16(data: bytes, path: Path) -> Planar:
-    png = _decode_png16(data, str(path))
+def _read_png16(data: bytes, path: Path) -> np.ndarray:
+    png = decode_png16(data, str(path))
     orientation = 1
     if png.exif is not None:
         exif = Image.Exif()
@@ -526,8 +322,7 @@ def _read_png16(data: bytes, path: Path) -> Planar:
                 orientation = _orientation(img)
         except Exception:
             orientation = 1
-    image = _planar_from_hwc(png.pixels, 65535.0, 16)
-    return _apply_orientation(image, orientation if 1 <= orientation <= 8 else 1)
+    return _upright(png.pixels, orientation if 1 <= orientation <= 8 else 1)
 
 
 def _file_kind(mode: int) -> str:
@@ -568,28 +363,13 @@ def read_bytes(path: str | os.PathLike, what: str = "image") -> bytes:
         raise InputError(f"{p}: could not be read ({e}); check that the file is readable") from e
 
 
-def read_image(path: str | os.PathLike) -> Planar:
-    """Decode an image file completely and return it upright (EXIF orientation applied).
-
-    The format is recognised from the content, not the suffix. The file is opened once and must be a regular
-    file. Raises InputError for a missing, unreadable, truncated, corrupt or animated (multi-frame) file.
-    """
+def _decode_file(path: str | os.PathLike) -> np.ndarray:
+    """:func:`read_array` without its copy of Pillow's read-only buffer (what :func:`read_image` needs)."""
     p = Path(path)
     data = read_bytes(p)
     if not data:
         raise InputError(f"{p}: the file is empty (0 bytes), so it holds no image; re-export or re-download it")
-    head = data[:29]
-    if (
-        len(head) == 29
-        and head[:8] == _PNG_SIGNATURE
-        and head[12:16] == b"IHDR"
-        and head[24:26]
-        in (
-            b"\x10\x02",
-            b"\x10\x04",
-            b"\x10\x06",
-        )
-    ):  # 16-bit colour or grey+alpha: Pillow would truncate it to 8 bits
+    if needs_png16(data):  # 16-bit colour or grey+alpha: Pillow would truncate it to 8 bits
         return _read_png16(data, p)
     try:
         with Image.open(io.BytesIO(data)) as img:
@@ -603,7 +383,7 @@ def read_image(path: str | os.PathLike) -> Planar:
                 )
             img.load()  # Pillow decodes lazily; a truncated file must fail here, not later
             orientation = _orientation(img)
-            image = pil_to_planar(img)
+            arr = _pil_array(img)
     except InputError as e:
         if str(e).startswith(str(p)):
             raise
@@ -617,7 +397,31 @@ def read_image(path: str | os.PathLike) -> Planar:
             f"{p}: could not be decoded as an image ({type(e).__name__}: {e}); the file is truncated, "
             "corrupt or not an image: re-export or re-download it"
         ) from e
-    return _apply_orientation(image, orientation)
+    return _upright(arr, orientation)
+
+
+def read_array(path: str | os.PathLike) -> np.ndarray:
+    """Decode an image file completely and return its pixels upright, as the integers they are stored as.
+
+    A writable, contiguous (H, W, C) array: C = 1 (grey), 2 (grey+alpha), 3 (RGB) or 4 (RGBA), alpha last; uint8
+    for 8-bit files, uint16 for 16-bit ones, float32 for floating-point TIFF. The decoder of :func:`read_image`,
+    which is this array divided by 255 or 65535 (split into colour and alpha), with the same checks and errors.
+
+    >>> arr = read_array("photo.jpg")  # doctest: +SKIP
+    >>> arr.shape, arr.dtype  # doctest: +SKIP
+    ((480, 640, 3), dtype('uint8'))
+    """
+    arr = _decode_file(path)
+    return arr if arr.flags.writeable else arr.copy()
+
+
+def read_image(path: str | os.PathLike) -> Planar:
+    """Decode an image file completely and return it upright (EXIF orientation applied).
+
+    The format is recognised from the content, not the suffix. The file is opened once and must be a regular
+    file. Raises InputError for a missing, unreadable, truncated, corrupt or animated (multi-frame) file.
+    """
+    return _planar_from_array(_decode_file(path))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -653,7 +457,7 @@ def _save(f: BinaryIO, image: Planar, fmt: str, quality: int, name: str) -> None
             )
     pixels = _quantise(_stacked(image, alpha=has_alpha), bits)
     if bits == 16 and not (grey and not has_alpha):
-        f.write(_encode_png16(pixels))  # Pillow would truncate these to 8 bits
+        f.write(encode_png16(pixels))  # Pillow would truncate these to 8 bits
         return
     pil = Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
     options: dict[str, object] = {}
@@ -797,44 +601,3 @@ def _place_new(tmp: Path, target: Path) -> None:
         os.replace(tmp, target)
         return
     tmp.unlink()
-
-
-# --------------------------------------------------------------------------------------------------
-# Colour spaces
-
-# ITU-R BT.601 studio swing, as MATLAB's rgb2ycbcr on double images: rows give Y, Cb, Cr (x 255).
-_YCC_MATRIX = (
-    torch.tensor([[65.481, 128.553, 24.966], [-37.797, -74.203, 112.0], [112.0, -93.786, -18.214]], dtype=torch.float64)
-    / 255.0
-)
-_YCC_OFFSET = torch.tensor([16.0, 128.0, 128.0], dtype=torch.float64) / 255.0
-_YCC_INVERSE = torch.linalg.inv(_YCC_MATRIX)  # float64 once, so the inverse is exact to float rounding
-_GREY_WEIGHTS = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float64)
-
-
-def _check_three_channels(x: torch.Tensor, what: str) -> None:
-    if not isinstance(x, torch.Tensor) or x.ndim < 3 or x.shape[-3] != 3 or not x.is_floating_point():
-        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise InputError(f"{what} needs a floating-point tensor of shape (..., 3, H, W), got {shape}")
-
-
-def _mix(matrix: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    return torch.einsum("ij,...jhw->...ihw", matrix.to(x.device, x.dtype), x)
-
-
-def rgb_to_ycbcr(x: torch.Tensor) -> torch.Tensor:
-    """RGB (..., 3, H, W) in [0, 1] -> BT.601 studio-swing Y, Cb, Cr in [0, 1] units (MATLAB ``rgb2ycbcr``)."""
-    _check_three_channels(x, "rgb_to_ycbcr")
-    return _mix(_YCC_MATRIX, x) + _YCC_OFFSET.to(x.device, x.dtype)[:, None, None]
-
-
-def ycbcr_to_rgb(x: torch.Tensor) -> torch.Tensor:
-    """Exact inverse of :func:`rgb_to_ycbcr` (no rounding, no clamping)."""
-    _check_three_channels(x, "ycbcr_to_rgb")
-    return _mix(_YCC_INVERSE, x - _YCC_OFFSET.to(x.device, x.dtype)[:, None, None])
-
-
-def rgb_to_grey(x: torch.Tensor) -> torch.Tensor:
-    """RGB (..., 3, H, W) -> luma (..., 1, H, W) with BT.601 weights 0.299/0.587/0.114, as Pillow's "L"."""
-    _check_three_channels(x, "rgb_to_grey")
-    return torch.einsum("j,...jhw->...hw", _GREY_WEIGHTS.to(x.device, x.dtype), x).unsqueeze(-3)

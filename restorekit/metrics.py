@@ -36,8 +36,8 @@ from typing import Literal
 
 import torch
 
+from .color import YCBCR_MATRIX, YCBCR_OFFSET
 from .errors import InputError
-from .image import _YCC_MATRIX, _YCC_OFFSET
 
 __all__ = ["Convention", "SR", "DENOISE", "JPEG", "FULL", "get_convention", "prepare", "psnr", "ssim"]
 
@@ -140,9 +140,9 @@ def prepare(x: torch.Tensor, convention: Convention) -> torch.Tensor:
     if convention.quantize:
         x = x.add_(0.5).floor_().clamp_(0, 255)
     if to_y:
-        # The Y row of image.rgb_to_ycbcr (MATLAB rgb2ycbcr), applied to 0..255 values.
-        w = _YCC_MATRIX[0].tolist()
-        off = float(_YCC_OFFSET[0]) * 255
+        # The Y row of color.rgb_to_ycbcr (MATLAB rgb2ycbcr), applied to 0..255 values.
+        w = YCBCR_MATRIX[0]
+        off = YCBCR_OFFSET[0] * 255
         if c == 1:
             x = x * sum(w) + off
         else:

@@ -15,6 +15,7 @@ import torch
 from PIL import Image, ImageFile, ImageOps
 
 from restorekit import image as rkimage
+from restorekit import png16
 from restorekit.errors import InputError, OutputExistsError
 from restorekit.image import (
     IMAGE_EXTENSIONS,
@@ -23,6 +24,7 @@ from restorekit.image import (
     pil_to_planar,
     planar_to_numpy,
     planar_to_pil,
+    read_array,
     read_image,
     rgb_to_grey,
     rgb_to_ycbcr,
@@ -281,11 +283,11 @@ def test_every_png_filter_decodes_exactly(tmp_path: Path, kind: int, channels: i
     assert image.bit_depth == 16
     np.testing.assert_array_equal(planar_to_numpy(image), pixels)
     # Our encoder's filtering agrees byte for byte with the reference.
-    ours = rkimage._decode_png16(rkimage._encode_png16(pixels, filter_type=kind), "ours").pixels
+    ours = png16.decode_png16(png16.encode_png16(pixels, filter_type=kind), "ours").pixels
     np.testing.assert_array_equal(ours, pixels)
     raw = pixels.astype(">u2").view(np.uint8).reshape(5, -1)
     reference_stream = zlib.decompress(_reference_png16(pixels, [kind])[41:-16])  # IDAT body
-    assert rkimage._filter(raw, 2 * channels, kind).tobytes() == reference_stream
+    assert png16.filter_scanlines(raw, 2 * channels, kind).tobytes() == reference_stream
 
 
 @pytest.mark.parametrize("kind", [3, 4])
@@ -296,7 +298,7 @@ def test_predictor_ties_follow_the_spec(tmp_path: Path, kind: int) -> None:
     path.write_bytes(_reference_png16(pixels, [kind]))
     np.testing.assert_array_equal(planar_to_numpy(read_image(path)), pixels)
     raw = pixels.astype(">u2").view(np.uint8).reshape(12, -1)
-    assert rkimage._filter(raw, 6, kind).tobytes() == zlib.decompress(path.read_bytes()[41:-16])
+    assert png16.filter_scanlines(raw, 6, kind).tobytes() == zlib.decompress(path.read_bytes()[41:-16])
 
 
 def test_mixed_row_filters_and_smooth_image(tmp_path: Path) -> None:
@@ -310,7 +312,7 @@ def test_mixed_row_filters_and_smooth_image(tmp_path: Path) -> None:
 def test_interlaced_sixteen_bit_png(tmp_path: Path) -> None:
     pixels = _random((13, 11, 3), np.uint16, seed=11)
     path = tmp_path / "adam7.png"
-    path.write_bytes(rkimage._encode_png16(pixels, filter_type=4, interlace=True))
+    path.write_bytes(png16.encode_png16(pixels, filter_type=4, interlace=True))
     np.testing.assert_array_equal(planar_to_numpy(read_image(path)), pixels)
     with Image.open(path) as pil:  # Pillow's Adam7 decoder puts the pixels in the same places
         assert pil.info.get("interlace") == 1
@@ -326,7 +328,7 @@ def test_pillow_made_sixteen_bit_grey_png(tmp_path: Path) -> None:
     assert image.bit_depth == 16 and image.color.shape == (1, 40, 50)
     np.testing.assert_array_equal(planar_to_numpy(image)[:, :, 0], values)
     # Our decoder also reads Pillow's (adaptively filtered) stream.
-    np.testing.assert_array_equal(rkimage._decode_png16(path.read_bytes(), "p").pixels[:, :, 0], values)
+    np.testing.assert_array_equal(png16.decode_png16(path.read_bytes(), "p").pixels[:, :, 0], values)
 
 
 def test_rgb_colour_key_becomes_alpha(tmp_path: Path) -> None:
@@ -394,10 +396,64 @@ def test_exif_orientation_sixteen_bit_png(tmp_path: Path, orientation: int) -> N
     exif_body = _exif(orientation).tobytes()
     exif_body = exif_body[6:] if exif_body.startswith(b"Exif\x00\x00") else exif_body
     path = tmp_path / "o16.png"
-    path.write_bytes(_insert_after_ihdr(rkimage._encode_png16(stored), _chunk(b"eXIf", exif_body)))
+    path.write_bytes(_insert_after_ihdr(png16.encode_png16(stored), _chunk(b"eXIf", exif_body)))
     image = read_image(path)
     assert image.bit_depth == 16
     np.testing.assert_array_equal(planar_to_numpy(image), UPRIGHT[orientation](stored))
+
+
+@pytest.mark.parametrize(
+    "kind", ["rgb8", "rgba8_exif", "grey8", "grey16", "rgb16_exif", "rgba16", "palette_key", "float_tiff"]
+)
+def test_read_array_is_read_image_before_the_division(tmp_path: Path, kind: str) -> None:
+    """The integers as stored, upright, writable: read_image is exactly this divided by 255 or 65535."""
+    path = tmp_path / ("x.tif" if kind == "float_tiff" else "x.png")
+    if kind.endswith("16_exif") or kind == "rgba16":
+        stored = _random((3, 5, 3 if kind.startswith("rgb16") else 4), np.uint16, seed=1)
+        data = png16.encode_png16(stored)
+        if kind.endswith("exif"):
+            body = _exif(6).tobytes()
+            data = _insert_after_ihdr(data, _chunk(b"eXIf", body[6:] if body.startswith(b"Exif\x00\x00") else body))
+        path.write_bytes(data)
+        expected = UPRIGHT[6 if kind.endswith("exif") else 1](stored)
+    elif kind == "grey16":
+        expected = _random((3, 5), np.uint16, seed=2)[:, :, None]
+        Image.fromarray(expected[:, :, 0]).save(path)
+    elif kind == "palette_key":
+        img = Image.new("P", (5, 3))
+        img.putpalette([255, 0, 0, 0, 255, 0] + [0, 0, 0] * 254)
+        img.putpixel((1, 1), 1)
+        img.save(path, transparency=1)
+        expected = np.zeros((3, 5, 4), dtype=np.uint8)
+        expected[:, :, 0], expected[:, :, 3] = 255, 255
+        expected[1, 1] = (0, 255, 0, 0)
+    elif kind == "float_tiff":
+        expected = _random((3, 5), np.float32, seed=3)[:, :, None]
+        Image.fromarray(expected[:, :, 0], mode="F").save(path)
+    else:
+        channels = {"rgb8": 3, "rgba8_exif": 4, "grey8": 1}[kind]
+        stored = _random((3, 5, channels), np.uint8, seed=4)
+        Image.fromarray(stored[:, :, 0] if channels == 1 else stored).save(path, exif=_exif(6 if "exif" in kind else 1))
+        expected = UPRIGHT[6 if "exif" in kind else 1](stored)
+    arr = read_array(path)
+    assert arr.dtype == expected.dtype and arr.flags.writeable and arr.flags.c_contiguous
+    np.testing.assert_array_equal(arr, expected)
+    image = read_image(path)
+    scale = {np.dtype(np.uint8): 255, np.dtype(np.uint16): 65535}.get(arr.dtype, 1)
+    assert image.bit_depth == {255: 8, 65535: 16, 1: 32}[scale]
+    stacked = torch.cat([image.color] + ([image.alpha] if image.alpha is not None else []))
+    assert torch.equal(stacked, torch.from_numpy(arr.astype(np.float32).transpose(2, 0, 1) / np.float32(scale)))
+
+
+def test_read_array_errors_are_read_image_errors(tmp_path: Path) -> None:
+    path = tmp_path / "cut.png"
+    Image.fromarray(_random((16, 16, 3), np.uint8)).save(path)
+    path.write_bytes(path.read_bytes()[:-40])
+    with pytest.raises(InputError, match="truncated") as from_array:
+        read_array(path)
+    with pytest.raises(InputError) as from_image:
+        read_image(path)
+    assert str(from_array.value) == str(from_image.value)
 
 
 def test_pil_to_planar_does_not_apply_exif(tmp_path: Path) -> None:
@@ -459,13 +515,13 @@ def test_truncated_jpeg(tmp_path: Path) -> None:
 @pytest.mark.parametrize("keep", [0.5, 0.97])
 def test_truncated_sixteen_bit_png(tmp_path: Path, keep: float) -> None:
     path = tmp_path / "cut16.png"
-    data = rkimage._encode_png16(_random((32, 32, 3), np.uint16))
+    data = png16.encode_png16(_random((32, 32, 3), np.uint16))
     path.write_bytes(data[: int(len(data) * keep)])
     _assert_input_error(path, "truncated", "could not be decoded")
 
 
 def test_bad_crc_sixteen_bit(tmp_path: Path) -> None:
-    data = bytearray(rkimage._encode_png16(_random((8, 8, 4), np.uint16)))
+    data = bytearray(png16.encode_png16(_random((8, 8, 4), np.uint16)))
     data[45] ^= 0x01  # a byte inside the IDAT data
     path = tmp_path / "crc.png"
     path.write_bytes(bytes(data))
@@ -503,7 +559,7 @@ def test_trailing_zlib_data_is_tolerated(tmp_path: Path) -> None:
 
 def test_sixteen_bit_decompression_bomb_guard(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "big.png"
-    path.write_bytes(rkimage._encode_png16(_random((10, 10, 3), np.uint16)))
+    path.write_bytes(png16.encode_png16(_random((10, 10, 3), np.uint16)))
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 40)
     _assert_input_error(path, "MAX_IMAGE_PIXELS")
 
@@ -605,7 +661,7 @@ def test_failed_encoder_inside_real_save_is_atomic(tmp_path: Path, monkeypatch: 
     def broken(*args: object, **kwargs: object) -> bytes:
         raise MemoryError
 
-    monkeypatch.setattr(rkimage, "_encode_png16", broken)
+    monkeypatch.setattr(rkimage, "encode_png16", broken)
     with pytest.raises(MemoryError):
         write_image(target, numpy_to_planar(_random((4, 4, 3), np.uint16)))
     assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["x.png"]
@@ -846,6 +902,20 @@ def test_rgb_to_grey_matches_pillow() -> None:
     assert np.abs(grey[0, 0].numpy() - pillow).max() <= 0.51 / 255
     red = torch.tensor([1.0, 0.0, 0.0])[:, None, None]
     _assert_close(rgb_to_grey(red).flatten(), torch.tensor([0.299]))
+
+
+def test_colour_coefficients_are_what_the_conversions_use() -> None:
+    from restorekit import color
+
+    # The conversions live in restorekit.color and are the same objects here.
+    assert (rgb_to_ycbcr, ycbcr_to_rgb, rgb_to_grey) == (color.rgb_to_ycbcr, color.ycbcr_to_rgb, color.rgb_to_grey)
+    unit = torch.eye(3, dtype=torch.float64)[:, :, None, None]  # pure red, green, blue as three images
+    ycc = rgb_to_ycbcr(unit)[..., 0, 0]  # (colour, Y/Cb/Cr)
+    offset = torch.tensor(color.YCBCR_OFFSET, dtype=torch.float64)
+    np.testing.assert_allclose((ycc - offset).T.numpy(), np.array(color.YCBCR_MATRIX), rtol=0, atol=1e-15)
+    np.testing.assert_array_equal(rgb_to_ycbcr(torch.zeros(3, 1, 1, dtype=torch.float64)).flatten(), offset)
+    assert color.YCBCR_MATRIX[0] == (65.481 / 255, 128.553 / 255, 24.966 / 255) and color.YCBCR_OFFSET[0] == 16 / 255
+    np.testing.assert_array_equal(rgb_to_grey(unit).flatten().numpy(), np.array(color.GREY_WEIGHTS))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -40,3 +40,22 @@ def test_public_names_resolve_lazily():
         "Restorer False True",
         "module 'restorekit' has no attribute 'Restorerr'",
     ], out
+
+
+def test_colour_and_png_codec_sit_on_the_ground_floor():
+    # color.py needs torch only, png16.py numpy, zlib and Pillow's size limit; neither reaches up into image I/O,
+    # and metrics measures with the colour coefficients without importing the file readers.
+    code = (
+        "import sys, importlib; name = sys.argv[1]; importlib.import_module(name); "
+        "print(sorted(m for m in sys.modules if m.startswith('restorekit.') and m != name), "
+        "'PIL' in sys.modules, 'torch' in sys.modules)"
+    )
+    seen = {
+        name: subprocess.run([sys.executable, "-c", code, name], capture_output=True, text=True, check=True).stdout
+        for name in ("restorekit.color", "restorekit.png16", "restorekit.metrics")
+    }
+    assert seen == {
+        "restorekit.color": "['restorekit._version', 'restorekit.errors'] False True\n",
+        "restorekit.png16": "['restorekit._version', 'restorekit.errors'] True False\n",
+        "restorekit.metrics": "['restorekit._version', 'restorekit.color', 'restorekit.errors'] False True\n",
+    }, seen

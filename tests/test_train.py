@@ -119,6 +119,64 @@ def test_bad_data_folders(tmp_path, image_folder):
         TrainDataset(items[2:], patch=8)
 
 
+def _special_image(path: Path, kind: str) -> Path:
+    """A 16x16 image of a kind Pillow's plain ``convert("RGB")`` gets wrong, or that channel adaptation must treat
+    as the Restorer does."""
+    rng = np.random.RandomState(7)
+    if kind == "rgb16":  # Pillow alone truncates 16-bit colour to 8 bits
+        from restorekit.png16 import encode_png16
+
+        path.write_bytes(encode_png16(rng.randint(0, 65536, (16, 16, 3)).astype(np.uint16)))
+        return path
+    if kind == "grey16":  # Pillow's "I;16" -> RGB clips rather than scales
+        Image.fromarray(rng.randint(0, 65536, (16, 16)).astype(np.uint16)).save(path)
+        return path
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored on its side: upright is 90 degrees clockwise
+    if kind == "rotated_jpeg":
+        Image.fromarray(rng.randint(0, 256, (16, 16, 3)).astype(np.uint8)).save(path, exif=exif, quality=95)
+    elif kind == "rgba":
+        Image.fromarray(rng.randint(0, 256, (16, 16, 4)).astype(np.uint8)).save(path)
+    else:  # grey
+        Image.fromarray(rng.randint(0, 256, (16, 16)).astype(np.uint8)).save(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "kind, in_channels, changed",
+    [
+        ("rgb16", 3, True),
+        ("grey16", 3, True),
+        ("rotated_jpeg", 3, True),
+        ("rotated_jpeg", 1, True),
+        ("grey", 1, True),
+        ("rgba", 3, False),
+        ("grey", 3, False),
+    ],
+)
+def test_training_sees_the_pixels_evaluation_sees(tmp_path, kind, in_channels, changed):
+    from restorekit.image import read_image, rgb_to_ycbcr
+    from restorekit.train.data import Item
+
+    path = _special_image(tmp_path / ("x.jpg" if kind.endswith("jpeg") else "x.png"), kind)
+    color = read_image(path).color[None]  # what evaluation measures against
+    # ... fed as the Restorer feeds a network of in_channels: Y of colour for grey ones, grey x 3 for colour ones
+    if in_channels == 1:
+        expected = color if color.shape[1] == 1 else rgb_to_ycbcr(color)[:, :1]
+    else:
+        expected = color.expand(-1, 3, -1, -1)
+    ds = TrainDataset([Item(path, path)], patch=16, in_channels=in_channels, augment=False)  # the whole image
+    inp, tgt = ds[(0, 0)]
+    assert torch.equal(tgt, expected[0]) and torch.equal(inp, expected[0])
+    clean = TrainDataset([Item(path)], patch=16, in_channels=in_channels, augment=False, degradations=["noise:25"])
+    assert torch.equal(clean[(0, 0)][1], expected[0])
+    # Training once decoded with Pillow's plain RGB conversion: these kinds it got wrong, the others right.
+    with Image.open(path) as img:
+        old = torch.from_numpy(np.array(img.convert("RGB"))).permute(2, 0, 1)[None].float() / 255
+    old = rgb_to_ycbcr(old)[:, :1] if in_channels == 1 else old
+    assert torch.equal(old, expected) is not changed
+
+
 def test_bad_data_fails_before_the_model_is_built(tmp_path):
     cfg = resolve("spatial_rnn.denoise", overrides={"data": [str(tmp_path / "missing")], "out": str(tmp_path / "o")})
     with pytest.raises(InputError, match="does not exist"):

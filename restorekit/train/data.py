@@ -29,13 +29,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
 from .. import degrade
 from ..errors import InputError
 from ..evaluate import find_pairs
-from ..image import IMAGE_EXTENSIONS, rgb_to_ycbcr
+from ..image import IMAGE_EXTENSIONS, read_array, rgb_to_ycbcr
 from ..resize import imresize
 
 __all__ = ["Item", "DegradationSpec", "find_items", "TrainDataset", "EpochSampler", "sample_seed"]
@@ -150,9 +149,19 @@ def find_items(sources: Sequence[str], kind: str = "auto", scale: int = 1) -> tu
 
 
 def _decode(path: Path) -> np.ndarray:
-    with Image.open(path) as img:
-        img.load()
-        return np.array(img.convert("RGB"), dtype=np.uint8)  # a writable copy
+    """The pixels evaluation reads (``read_image(path).color``), kept as integers to fill the cache less: upright
+    (EXIF), 16 bits kept, grey stays grey, alpha dropped. (H, W, 1 or 3), uint8 or uint16 (float32: float TIFF)."""
+    arr = read_array(path)
+    return np.ascontiguousarray(arr[:, :, :-1]) if arr.shape[2] in (2, 4) else arr
+
+
+def _unit(t: torch.Tensor) -> torch.Tensor:
+    """Decoded pixels as float32 in [0, 1], divided as :func:`restorekit.image.read_image` divides them."""
+    if t.dtype == torch.uint8:
+        return t.float() / 255
+    if t.dtype == torch.uint16:
+        return t.float() / 65535
+    return t.float()
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
@@ -250,7 +259,11 @@ class TrainDataset(Dataset):
         return arr if arr is not None else _decode(path)
 
     def _prepare(self, t: torch.Tensor) -> torch.Tensor:
-        return rgb_to_ycbcr(t)[:, :1] if self.in_channels == 1 else t
+        # What the Restorer feeds the network: a grey network gets Y of colour and grey as it is; a colour one
+        # gets grey as three equal channels.
+        if self.in_channels == 1:
+            return t if t.shape[1] == 1 else rgb_to_ycbcr(t)[:, :1]
+        return t.repeat(1, 3, 1, 1) if t.shape[1] == 1 else t
 
     def __getitem__(self, key: tuple[int, int] | int) -> tuple[torch.Tensor, torch.Tensor]:
         epoch, index = key if isinstance(key, tuple) else (0, key)
@@ -264,15 +277,15 @@ class TrainDataset(Dataset):
             step = 1 if self.pre_upsample else s
             y = int(torch.randint(inp.shape[-2] - ps + 1, (), generator=gen))
             x = int(torch.randint(inp.shape[-1] - ps + 1, (), generator=gen))
-            inp = inp[..., y : y + ps, x : x + ps].float() / 255
-            target = target[..., y * step : y * step + ts, x * step : x * step + ts].float() / 255
+            inp = _unit(inp[..., y : y + ps, x : x + ps])
+            target = _unit(target[..., y * step : y * step + ts, x * step : x * step + ts])
             inp, target = self._augment([inp, target], gen)
             return self._prepare(inp)[0], self._prepare(target)[0]
         spec = self._specs[item.degradation] if item.degradation is not None else self._choose(gen)
         size = math.ceil(self.patch / s) * s if self.pre_upsample else self.patch * s
         y = int(torch.randint(target.shape[-2] - size + 1, (), generator=gen))
         x = int(torch.randint(target.shape[-1] - size + 1, (), generator=gen))
-        target = target[..., y : y + size, x : x + size].float() / 255
+        target = _unit(target[..., y : y + size, x : x + size])
         (target,) = self._augment([target], gen)
         target = self._prepare(target)
         inp = spec.apply(target, gen)

@@ -181,9 +181,9 @@ def _write16(path: Path, arr: np.ndarray) -> Path:
     if arr.shape[2] == 1:
         Image.fromarray(arr[:, :, 0]).save(path)  # I;16
         return path
-    from restorekit.image import _encode_png16
+    from restorekit.png16 import encode_png16
 
-    path.write_bytes(_encode_png16(arr))
+    path.write_bytes(encode_png16(arr))
     return path
 
 
