@@ -1,7 +1,8 @@
 """Restore many files: expand inputs, plan outputs, skip what is done, keep going past bad files.
 
 This is the logic behind ``restorekit run``; the CLI only parses arguments and calls
-:func:`run_batch`.
+:func:`run_batch`. What it drives is anything of the :class:`ImageToImage` shape: a
+:class:`~restorekit.restorer.Restorer`, or the L0 filter :class:`~restorekit.filters.L0Smooth`.
 """
 
 from __future__ import annotations
@@ -12,11 +13,43 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
 from .errors import InputError, RestorekitError
 from .image import IMAGE_EXTENSIONS, output_clashes
 
-__all__ = ["BatchReport", "expand_inputs", "find_mask", "run_batch"]
+__all__ = ["BatchReport", "ImageToImage", "expand_inputs", "find_mask", "run_batch"]
+
+
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+@runtime_checkable
+class ImageToImage(Protocol):
+    """What :func:`run_batch` drives: an image-to-image method that restores a file into another.
+
+    ``record.name`` labels its progress and errors; ``condition`` says what it takes besides the image
+    (``"mask"``, ``"hints"``: ``run`` then needs ``mask=``; None: it takes none, see
+    :class:`restorekit.feeding.Feeding`); ``run(src, output, overwrite=, mask=, input_range=)`` writes ``output``.
+    """
+
+    @property
+    def record(self) -> _Named: ...
+
+    @property
+    def condition(self) -> str | None: ...
+
+    def run(
+        self,
+        x: Any,
+        output: str | os.PathLike | None = None,
+        *,
+        overwrite: bool = True,
+        mask: Any = None,
+        input_range: tuple[float, float] | None = None,
+    ) -> Any: ...
 
 
 @dataclass
@@ -99,17 +132,17 @@ def find_mask(masks: Path, rel: Path) -> Path | None:
     return None
 
 
-def _check_masks(restorer, masks: Path | None, n_inputs: int) -> None:
+def _check_masks(restorer: ImageToImage, masks: Path | None, n_inputs: int) -> None:
     """Say before any work whether --mask fits the model and the inputs."""
     name = restorer.record.name
     if masks is None:
-        if getattr(restorer, "mask_channels", 0):
+        if restorer.condition is not None:
             raise InputError(
                 f"{name} needs a mask per input: pass --mask M (masks=), a mask file for one input or a folder of "
                 "masks named as the inputs; white/1 where the pixel (colorize: its colour) is known, black/0 to fill"
             )
         return
-    if not getattr(restorer, "mask_channels", 0):
+    if restorer.condition is None:
         raise InputError(
             f"{name} takes no mask; --mask is for inpainting/colourisation models (spatial_rnn.inpaint, "
             "spatial_rnn.colorize). Drop --mask for this model."
@@ -125,7 +158,7 @@ def _check_masks(restorer, masks: Path | None, n_inputs: int) -> None:
 
 
 def run_batch(
-    restorer,
+    restorer: ImageToImage,
     specs: Sequence[str | os.PathLike],
     out_dir: str | os.PathLike,
     *,

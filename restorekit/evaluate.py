@@ -464,8 +464,6 @@ def _model(
         planar = Planar(color=x[0].float().clamp(0, 1), alpha=None, bit_depth=32)
         return restorer.restore_planar(planar, mask=mask).color[None]
 
-    condition = None
-    if restorer.mask_channels:
-        condition = getattr(restorer.model, "condition", None) or record.config.get("condition") or "mask"
+    condition = restorer.condition  # declared by the architecture for the record's config
     label = record.name if weights is None else f"{record.name} ({weights})"
     return run, record.task, record.scale, label, condition

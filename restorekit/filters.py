@@ -95,11 +95,14 @@ class _FilterRecord:
 class L0Smooth:
     """``restorekit run l0smooth``: L0 smoothing of image files, keeping alpha, bit depth and format.
 
-    Has the ``record.name`` / ``run(src, output, overwrite=)`` surface of a
-    :class:`~restorekit.restorer.Restorer`, so :func:`restorekit.batch.run_batch` drives it unchanged.
+    Has the ``record.name`` / ``condition`` / ``run(src, output, overwrite=)`` surface of a
+    :class:`~restorekit.restorer.Restorer` (:class:`restorekit.batch.ImageToImage`), so
+    :func:`restorekit.batch.run_batch` drives it unchanged; it takes no mask (``condition`` None).
     Colour images are smoothed as RGB (gradients counted over the three channels together), grey ones
     as grey; the result is clamped to [0, 1] before it is written.
     """
+
+    condition: str | None = None  # nothing besides the image
 
     def __init__(self, lam: float = 0.02, kappa: float = 2.0, beta_max: float = 1e5, device: str = "cpu") -> None:
         l0_smooth(torch.zeros(1, 1, 2, 2), lam, kappa=kappa, beta_max=beta_max)  # validates the parameters
@@ -123,11 +126,15 @@ class L0Smooth:
         output: str | os.PathLike | None = None,
         *,
         overwrite: bool = True,
+        mask: Any = None,
         input_range: tuple[float, float] | None = None,
     ) -> Any:
         """Smooth an image file (written to ``output`` when given) or a tensor. ``input_range``: the range of a
-        float file's values when it is not [0, 1] (as :meth:`Restorer.run`)."""
+        float file's values when it is not [0, 1] (as :meth:`Restorer.run`). The filter takes no ``mask``."""
         from .restorer import restore_file
+
+        if mask is not None:
+            raise InputError(f"{self.record.name} takes no mask; drop mask= (--mask) for this filter")
 
         if isinstance(x, torch.Tensor):
             return self(x)

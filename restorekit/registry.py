@@ -50,6 +50,9 @@ GREY_ON_COLOR = ("y", "rgb")  # WeightRecord.grey_on_color
 # is taken. Named here so the registry checks records without importing torch.
 CONVENTIONS = ("y_shave_scale", "full_image", "y_full")
 CONVENTION_OPTIONS = ("raw", "as_rgb")
+# What a network can be conditioned on besides the image (ArchSpec.condition; restorekit.feeding packs it): a mask of
+# the known pixels (inpainting), or colour hints with the mask of where they are (colourisation).
+CONDITIONS = ("mask", "hints")
 _HEX40 = re.compile(r"^[0-9a-f]{40}$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -65,6 +68,10 @@ class ArchSpec:
     ``build(**config)`` returns the ``nn.Module``; ``select_output`` picks the restored image
     out of a multi-output network's return value; ``filter_checkpoint(state_dict, config)``
     maps an authors' checkpoint onto our key names (``None``: keys already match).
+
+    What the network is fed is declared here, not probed on the module: ``condition`` (a name in
+    :data:`CONDITIONS`, or None for the image alone; a function of the config where a parameter chooses it,
+    read through :meth:`condition_for`) and ``size_multiple``; :class:`restorekit.feeding.Feeding` packs the input.
     """
 
     name: str
@@ -81,6 +88,19 @@ class ArchSpec:
     select_output: Callable[[Any], Any] | None = None
     filter_checkpoint: Callable[[dict[str, Any], Mapping[str, Any]], dict[str, Any]] | None = None
     config_for_scale: Callable[[int], Mapping[str, Any]] | None = None
+    # What the network takes besides the image: "mask" / "hints" (one more input channel, the mask), None: nothing.
+    condition: str | Callable[[Mapping[str, Any]], str | None] | None = None
+    # Input sides must divide by this: the Restorer pads to it and tiles in steps of it (every record agrees).
+    size_multiple: int = 1
+
+    def condition_for(self, config: Mapping[str, Any]) -> str | None:
+        """What a network built from ``config`` (over the defaults) is conditioned on: ``"mask"``, ``"hints"`` or
+        None (the image alone)."""
+        c = self.condition
+        value = c({**self.default_config, **config}) if callable(c) else c
+        if value is not None and value not in CONDITIONS:
+            raise ValueError(f"{self.name}: condition must be None or one of {CONDITIONS}, not {value!r}")
+        return value
 
     def footprint_for(self, config: Mapping[str, Any]) -> float:
         return float(self.footprint(config) if callable(self.footprint) else self.footprint)
@@ -93,6 +113,10 @@ class ArchSpec:
     def __post_init__(self) -> None:
         object.__setattr__(self, "default_config", _freeze(self.default_config))
         object.__setattr__(self, "tiny_config", _freeze(self.tiny_config))
+        if not callable(self.condition) and self.condition is not None and self.condition not in CONDITIONS:
+            raise ValueError(f"{self.name}: condition must be None or one of {CONDITIONS}, not {self.condition!r}")
+        if isinstance(self.size_multiple, bool) or not isinstance(self.size_multiple, int) or self.size_multiple < 1:
+            raise ValueError(f"{self.name}: size_multiple must be a positive int, not {self.size_multiple!r}")
 
 
 @dataclass(frozen=True)
@@ -334,6 +358,11 @@ def register_weights(*records: WeightRecord) -> None:
     for rec in records:
         if rec.arch not in _ARCHS:
             raise ValueError(f"{rec.name}: register architecture {rec.arch!r} first")
+        if rec.size_multiple != _ARCHS[rec.arch].size_multiple:  # the architecture's is the one the Restorer uses
+            raise ValueError(
+                f"{rec.name}: size_multiple {rec.size_multiple} contradicts its architecture's "
+                f"(ArchSpec.size_multiple = {_ARCHS[rec.arch].size_multiple})"
+            )
         if rec.name in _RECORDS:
             raise ValueError(f"model {rec.name!r} is registered twice")
         if rec.default and any(r.default for r in _RECORDS.values() if r.arch == rec.arch):

@@ -25,6 +25,7 @@ from PIL import Image
 from . import image as rkimage
 from .devices import pick_device
 from .errors import InputError, RestorekitError
+from .feeding import Feeding
 from .options import run_options
 from .registry import ArchSpec, WeightRecord, get_arch, get_record
 from .tiling import TilePlan, auto_tile_size, free_memory, is_oom, run_tiled
@@ -107,22 +108,33 @@ class Restorer:
             allow_unpinned=self.options.allow_unpinned,
             progress=self.options.progress,
         )
-        # Inpainting/colourisation networks take a mask as one extra input channel (see run(mask=)).
-        self.mask_channels = int(getattr(self.model, "mask_channels", 0))
+        # What the network is fed (the image; inpainting/colourisation networks a mask too, see run(mask=)) and the
+        # multiple its sides must divide by, as its architecture declares them for the record's config.
+        self.feeding = Feeding.of(self.spec, self.record.config)
         # Mirrored pixels around every image (see _CONTEXT). Not for masked models: mirroring the mask would
         # invent known pixels and colour hints beyond the image, and measured on CBSD68 it costs the bundled
         # colouriser 0.5 dB (0.2 dB with an empty mask there) and moves inpainting by under 0.03 dB.
         radius = self.spec.receptive_field_for(self.record.config)
-        self.context = 0 if self.mask_channels else _CONTEXT if radius is None else min(_CONTEXT, radius)
+        self.context = 0 if self.feeding.condition else _CONTEXT if radius is None else min(_CONTEXT, radius)
         self._half: torch.nn.Module | None = None
         if self.dtype != torch.float32:
             self._half = copy.deepcopy(self.model).to(self.dtype)
         margin = radius if radius is not None else _UNBOUNDED_MARGIN
-        m = self.record.size_multiple
+        m = self.feeding.size_multiple
         self.margin = -(-margin // m) * m
         self.overlap = 2 * self.margin + -(-_BLEND // m) * m
         self.min_tile = 2 * self.overlap + m  # smaller tiles would be mostly overlap
         self.last_tile: int | None = None  # tile size used by the last run (None: whole image)
+
+    @property
+    def condition(self) -> str | None:
+        """What the model takes besides the image: ``"mask"`` (inpainting), ``"hints"`` (colourisation) or None."""
+        return self.feeding.condition
+
+    @property
+    def mask_channels(self) -> int:
+        """1 for a model that takes ``mask=`` (one more input channel), else 0."""
+        return self.feeding.mask_channels
 
     def __repr__(self) -> str:
         return (
@@ -157,12 +169,12 @@ class Restorer:
         [0, 1], e.g. ``(0, 255)`` or ``(-1, 1)``; float results come back in the same range. Without it, float
         values outside [0, 1] (beyond rounding) are refused rather than clamped.
         """
-        if mask is not None and not self.mask_channels:
+        if mask is not None and self.condition is None:
             raise InputError(
                 f"{self.record.name} takes no mask; mask= is for inpainting/colourisation models "
                 "(spatial_rnn.inpaint, spatial_rnn.colorize). Drop mask= for this model."
             )
-        if mask is None and self.mask_channels:
+        if mask is None and self.condition is not None:
             raise InputError(
                 f"{self.record.name} needs mask=: an image the size of the input, 1 where the pixel (colorize: its "
                 "colour) is known, 0 where it is to be filled; e.g. run(image, mask=mask_array)."
@@ -285,29 +297,25 @@ class Restorer:
             x = _resize(x, self.record.scale).clamp_(0, 1)
         n, _, h, w = x.shape
         s = self.record.net_scale
-        m = self.record.size_multiple
+        m = self.feeding.size_multiple
         c = self.context
         # The image sits c pixels in from the top and left; bottom and right get c plus what the multiple needs.
         pads = (c, c + (-(h + 2 * c)) % m, c, c + (-(w + 2 * c)) % m)
-        x = mirror_pad(x, *pads)
-        x = x * self.spec.value_range if self.spec.value_range != 1 else x
         if mask is not None:  # the mask rides along as one more channel (padded, tiled and cropped with the image)
             if mask.shape[-2:] != (h, w) or mask.shape[0] not in (1, n):
                 raise InputError(f"the mask is {tuple(mask.shape[-2:])} but the image is {(h, w)}; give them one size")
-            mask = mask.expand(n, -1, -1, -1)
-            x = torch.cat([x, mirror_pad(mask, *pads)], 1)
+            mask = mirror_pad(mask, *pads)
+        x = self.feeding.to_network(mirror_pad(x, *pads), mask)
         tile = self._choose_tile(x.shape[-2], x.shape[-1])
         outs = []
         for i in range(n):
             outs.append(self._run_with_retry(x[i : i + 1], tile))
-        y = torch.cat(outs, 0)
-        if self.spec.value_range != 1:
-            y = y / self.spec.value_range
+        y = self.feeding.from_network(torch.cat(outs, 0))
         y = y[:, :, c * s : (c + h) * s, c * s : (c + w) * s].clamp_(0, 1)
         return y if known is None else keep_known(self.record.task, given, y, known)
 
     def _choose_tile(self, h: int, w: int) -> int | None:
-        m = self.record.size_multiple
+        m = self.feeding.size_multiple
         if self.tile in (None, 0):
             return None
         if self.tile == "auto":
@@ -322,7 +330,7 @@ class Restorer:
         return None if tile >= max(h, w) else tile
 
     def _run_with_retry(self, x: torch.Tensor, tile: int | None) -> torch.Tensor:
-        m = self.record.size_multiple
+        m = self.feeding.size_multiple
         while True:
             try:
                 if tile is None or tile >= max(x.shape[-2:]):
@@ -366,7 +374,7 @@ class Restorer:
                 plan,
                 scale=self.record.net_scale,
                 device=self.device,
-                multiple=self.record.size_multiple,
+                multiple=self.feeding.size_multiple,
                 progress=tick,
             )
         finally:

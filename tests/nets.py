@@ -77,6 +77,7 @@ SPECS = [
         receptive_field=None,
         footprint=200.0,
         select_output=lambda out: out[0],
+        size_multiple=8,
     ),
     ArchSpec(
         name="hotnet",

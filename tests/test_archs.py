@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from restorekit.feeding import Feeding
 from restorekit.registry import get_arch, get_record, list_archs, list_models
 from restorekit.weights import build_model, read_weights, save_weights
 
@@ -41,10 +42,12 @@ def test_tiny_forward_backward_shapes(name):
     torch.manual_seed(0)
     model, rec = _tiny(name)
     spec = get_arch(rec.arch)
-    m = rec.size_multiple
+    feeding = Feeding.of(spec, rec.config)  # as declared: inpainting/colourisation nets take a mask channel too
+    m = feeding.size_multiple
+    assert m == rec.size_multiple
     h, w = 2 * max(m, 8), 3 * max(m, 8)
-    extra = getattr(model, "mask_channels", 0)  # inpainting/colourisation nets take a mask channel too
-    x = (torch.rand(2, rec.in_channels + extra, h, w) * spec.value_range).requires_grad_()
+    mask = torch.rand(2, 1, h, w).round() if feeding.condition else None
+    x = feeding.to_network(torch.rand(2, rec.in_channels, h, w), mask).requires_grad_()
     out = model(x)
     y = spec.select_output(out) if spec.select_output else out
     assert y.shape == (2, rec.out_channels, h * rec.net_scale, w * rec.net_scale)
@@ -71,7 +74,10 @@ def test_safetensors_round_trip(name, tmp_path):
     assert header["arch"] == rec.arch and header["config"] == config and header["format_version"] == 1
     again = build_model(header["arch"], header["config"])
     again.load_state_dict(sd, strict=True)
-    x = torch.rand(1, rec.in_channels + getattr(model, "mask_channels", 0), 16, 16) * spec.value_range
+    feeding = Feeding.of(spec, config)
+    x = feeding.to_network(
+        torch.rand(1, rec.in_channels, 16, 16), torch.ones(1, 1, 16, 16) if feeding.condition else None
+    )
     select = spec.select_output or (lambda out: out)  # multi-output networks (MemNet, MPRNet)
     with torch.inference_mode():
         assert torch.equal(select(model.eval()(x)), select(again.eval()(x)))

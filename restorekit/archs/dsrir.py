@@ -309,6 +309,7 @@ SPEC = register_arch(
         footprint=_FOOTPRINT,
         select_output=lambda out: out[0][0],
         filter_checkpoint=None,  # the authors' keys are ours; read_checkpoint unwraps state_dict and module.
+        size_multiple=SIZE_MULTIPLE,
     )
 )
 

@@ -366,6 +366,7 @@ SPEC = register_arch(
         footprint=lambda cfg: _FOOTPRINT.get(int(cfg.get("n_feat", 96)), 9_560.0 * cfg.get("n_feat", 96) / 96),
         select_output=lambda out: out[0],
         filter_checkpoint=_filter_checkpoint,
+        size_multiple=SIZE_MULTIPLE,
     )
 )
 

@@ -96,7 +96,8 @@ class SpatialRNN(nn.Module):
             raise ValueError(f"condition must be None, 'mask' or 'hints', not {condition!r}")
         g0, g1, g2, g3, g4 = guide
         self.variant, self.condition, self.channels = variant, condition, channels
-        self.mask_channels = 1 if condition else 0  # the Restorer passes mask= as one more input channel
+        # The mask rides as one more input channel (callers read ArchSpec.condition_for; restorekit.feeding packs it).
+        self.mask_channels = 1 if condition else 0
         extra = _EXTRA[condition]
         rnn_in = (5 if variant == "v1" else 3) + extra
         guide_in = (2 if variant == "v1" else 3) + extra
@@ -232,6 +233,9 @@ SPEC = register_arch(
         receptive_field=None,  # the scans reach along whole rows and columns
         footprint=_FOOTPRINT,
         filter_checkpoint=_filter_checkpoint,
+        # The config's condition: None (denoise, smooth_l0), "mask" (inpaint) or "hints" (colorize). No size
+        # multiple: the network pads its pooled branches itself (see the module docstring).
+        condition=lambda config: config["condition"],
     )
 )
 

@@ -34,6 +34,7 @@ from torch.utils.data import Dataset, Sampler
 from .. import degrade
 from ..errors import InputError
 from ..evaluate import find_pairs
+from ..feeding import pack
 from ..image import IMAGE_EXTENSIONS, read_array, rgb_to_ycbcr
 from ..resize import imresize
 
@@ -79,8 +80,7 @@ class DegradationSpec:
 
     def apply(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         if self.base.condition is not None:  # mask:RATIO / hints:RATIO: the input as evaluation builds it
-            inp, mask = self.base.with_mask(x, seed=gen)
-            return torch.cat([inp, mask], 1)
+            return pack(*self.base.with_mask(x, seed=gen))  # the mask channel last (restorekit.feeding)
         deg = self.base
         if self.range is not None:
             key, kind = _RANGED[deg.name]

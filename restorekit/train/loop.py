@@ -260,8 +260,9 @@ class Trainer:
     """Model, optimiser, schedule, EMA, data and checkpoints of one run; :meth:`fit` runs the loop."""
 
     def __init__(self, cfg: TrainConfig, *, data: bool = True) -> None:
+        from ..feeding import Feeding
         from ..losses import build_loss
-        from ..registry import get_arch, get_record
+        from ..registry import get_arch, get_record, list_models
         from ..restorer import pick_device
         from ..weights import build_model
 
@@ -272,6 +273,20 @@ class Trainer:
         self.arch = self.spec.name
         self.scale = cfg.scale or rec.scale
         self.net_config = _plain({**rec.config, **cfg.model_config})
+        # What the network is fed, as its architecture declares it for this config (see restorekit.feeding).
+        self.feeding = Feeding.of(self.spec, self.net_config)
+        declared = self.spec.condition_for(rec.config)
+        if self.feeding.condition != declared:  # the Restorer and evaluation feed the record's condition
+            fits = [
+                n
+                for n in list_models(arch=rec.arch)
+                if self.spec.condition_for(get_record(n).config) == self.feeding.condition
+            ]
+            raise InputError(
+                f"model_config makes the network take {self.feeding.condition or 'no mask'}, but {rec.name} takes "
+                f"{declared or 'no mask'}; drop condition from model_config"
+                + (f", or train {' or '.join(fits)}" if fits else "")
+            )
         device = pick_device(cfg.device)
         if device.type == "cuda" and self.world > 1:
             device = torch.device("cuda", local)
@@ -285,7 +300,6 @@ class Trainer:
         self.model = build_model(self.arch, self.net_config).to(device).train()
         if cfg.init_weights:  # fine-tune: start from published weights or a file (a resumed run overrides them)
             self._init_weights(cfg.init_weights)
-        self.mask_channels = int(getattr(self.model, "mask_channels", 0))
         cuda = device.type == "cuda"
         bf16, channels_last = fast_modes(self.arch, device)
         self.set_modes(bf16=cfg.bf16 and bf16, channels_last=cfg.channels_last and channels_last)
@@ -315,6 +329,11 @@ class Trainer:
         self.budget: TimeBudget | None = None
         self._budget_state: dict[str, Any] = {}
         self._stop = False
+
+    @property
+    def mask_channels(self) -> int:
+        """1 when the network takes a mask channel after the image's (inpainting, colourisation), else 0."""
+        return self.feeding.mask_channels
 
     def set_modes(self, *, bf16: bool, channels_last: bool) -> None:
         """Use bf16 autocast and/or channels_last from now on (the benchmark measures each on its own)."""
@@ -382,13 +401,10 @@ class Trainer:
 
     # -------------------------------------------------------------------- one step
     def _inputs(self, inp: torch.Tensor, tgt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        vr = float(self.spec.value_range)
-        inp = inp.to(self.device, non_blocking=True)
-        tgt = tgt.to(self.device, non_blocking=True)
-        if vr != 1.0:  # MSRN works in 0-255; a mask channel stays 0/1
-            c = inp.shape[1] - self.mask_channels
-            inp = torch.cat([inp[:, :c] * vr, inp[:, c:]], 1)
-            tgt = tgt * vr
+        """A batch of (packed input, target) in [0, 1] -> the network's input and the target at its value range (MSRN
+        works in 0-255; a mask channel stays 0/1)."""
+        inp = self.feeding.to_network(*self.feeding.split(inp.to(self.device, non_blocking=True)))
+        tgt = self.feeding.to_range(tgt.to(self.device, non_blocking=True))
         if self.channels_last:
             inp = inp.contiguous(memory_format=torch.channels_last)
         return inp, tgt
