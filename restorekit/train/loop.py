@@ -32,7 +32,7 @@ from torch import nn
 
 from ..errors import InputError
 from . import CHECKPOINT_FORMAT
-from .checkpoint import TrainingError, atomic_save, load_checkpoint
+from .checkpoint import TrainingError, checkpoint_path, load_checkpoint, save_checkpoint
 from .config import TrainConfig, parse_duration
 
 __all__ = ["Trainer", "fit", "lr_factor", "SCHEDULES", "OPTIMIZERS", "load_checkpoint"]
@@ -449,12 +449,7 @@ class Trainer:
         """Write ``step_{N:08d}.pt`` and ``last.pt`` (rank 0 only); returns the step file."""
         if self.rank != 0:
             return None
-        state = self.state()
-        folder = self.out / "checkpoints"
-        path = folder / f"step_{self.step:08d}.pt"
-        atomic_save(state, path)
-        atomic_save(state, folder / "last.pt")
-        return path
+        return save_checkpoint(self.state(), self.out)
 
     def load(self, path: str | os.PathLike[str]) -> None:
         ckpt = load_checkpoint(path, self.device)
@@ -536,7 +531,7 @@ class Trainer:
             (self.out / "config.json").write_text(
                 json.dumps({**cfg.to_dict(), "data_description": self.data_description}, indent=2) + "\n"
             )
-        last = self.out / "checkpoints" / "last.pt"
+        last = checkpoint_path(self.out)
         if cfg.resume and last.is_file():
             self.load(last)
             if self.rank == 0:
