@@ -139,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--scale", type=int, help="SR scale (picks x{scale}/ folders and the model)")
     ev.add_argument(
         "--degrade",
+        "--degradation",  # evaluate()'s keyword
         metavar="SPEC",
         help="for clean images: noise:25, jpeg:10, bicubic:4, rain, mask:0.5, hints:0.03 ...",
     )

@@ -40,6 +40,10 @@ _HELP = {
 }
 
 
+# Each flag is its option's name; these also take the spelling the other commands use for the same thing.
+_ALIASES = {"out": ("-o", "--output")}  # `restorekit run -o DIR`, `restorekit-train export -o DIR`
+
+
 def _json(text: str) -> Any:
     try:
         return json.loads(text)
@@ -53,18 +57,19 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("training options (override --config and the preset)")
     for f in fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
+        aliases = _ALIASES.get(f.name, ())
         default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
         help_text = _HELP.get(f.name, "") + f" (default: the preset's, else {default!r})"
         kw: dict[str, Any] = {"dest": f.name, "default": None, "help": help_text}
         if isinstance(default, bool):
-            group.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
+            group.add_argument(flag, *aliases, action=argparse.BooleanOptionalAction, **kw)
         elif isinstance(default, dict):
-            group.add_argument(flag, type=_json, metavar="JSON", **kw)
+            group.add_argument(flag, *aliases, type=_json, metavar="JSON", **kw)
         elif isinstance(default, list):
             kind = float if f.name == "betas" else str
-            group.add_argument(flag, nargs="+", type=kind, **kw)
+            group.add_argument(flag, *aliases, nargs="+", type=kind, **kw)
         else:
-            group.add_argument(flag, type=type(default), **kw)
+            group.add_argument(flag, *aliases, type=type(default), **kw)
 
 
 def _fit(args: argparse.Namespace) -> int:
@@ -140,7 +145,11 @@ def add_publish_subcommands(subparsers: Any) -> None:
     p.add_argument("--weights", choices=("ema", "model"), default="ema", help="EMA weights when present (default)")
     p.add_argument("--dtype", choices=registry.DTYPES, default="float16")
     p.add_argument("--eval-data", help="measure the exported file on this benchmark folder (restorekit eval)")
-    p.add_argument("--eval-degrade", help="degradation for a folder of clean images, e.g. noise:25")
+    p.add_argument(
+        "--eval-degrade",
+        "--eval-degradation",  # export_run()'s keyword
+        help="degradation for a folder of clean images, e.g. noise:25",
+    )
     p.add_argument("--name", help="registered model name (default: the one the run was trained for)")
     p.add_argument("--repo-id", help="hub repository for the record (default: the record's)")
     p.add_argument("--overwrite", action="store_true", help="replace release files already in the output folder")

@@ -13,6 +13,9 @@
 in ``HF_ENDPOINT`` (huggingface_hub's default otherwise) with ``HF_TOKEN`` or ``--token``, and prints the
 commit id that pins the record's ``revision``.
 
+The card and record text come from :mod:`restorekit.train.card`, the checkpoint from
+:mod:`restorekit.train.checkpoint`, and the ``export``/``push`` subcommands live in :mod:`restorekit.train.cli`.
+
 >>> result = export_run("runs/denoise", "release/")            # doctest: +SKIP
 >>> commit = push_folder("release/", "restorekit/spatial_rnn")  # doctest: +SKIP
 """
