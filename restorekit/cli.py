@@ -98,19 +98,23 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="LO:HI",
         help="float images (e.g. float TIFF) whose values are not in 0..1: their range, e.g. 0:255 or -1:1",
     )
+    r.set_defaults(func=_run)
 
     ls = sub.add_parser("list", help="list registered models")
     ls.add_argument("--task")
     ls.add_argument("--arch")
     ls.add_argument("--published", action="store_true", help="only models that have weights (bundled or fetchable)")
+    ls.set_defaults(func=_list)
 
     info = sub.add_parser("info", help="everything known about a model")
     info.add_argument("name")
     info.add_argument("--json", action="store_true", help="print JSON")
+    info.set_defaults(func=_info)
 
     dl = sub.add_parser("download", help="fetch and verify weights now (for an air-gapped machine later)")
     dl.add_argument("names", nargs="+", metavar="NAME")
     _shared_options(dl, model=False)  # a download runs nothing: no device or dtype
+    dl.set_defaults(func=_download)
 
     cv = sub.add_parser("convert", help="convert an authors' checkpoint to restorekit's safetensors")
     cv.add_argument("src")
@@ -126,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the file's format: auto (from its suffix), torch, safetensors, caffe, paddle, mxnet",
     )
     cv.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
+    cv.set_defaults(func=_convert)
 
     ev = sub.add_parser("eval", help="measure PSNR/SSIM of a model or a baseline on a benchmark folder")
     ev.add_argument("model", help="arch.tag, an architecture name, or a baseline: bicubic, identity, nearest")
@@ -134,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--scale", type=int, help="SR scale (picks x{scale}/ folders and the model)")
     ev.add_argument(
         "--degrade",
+        "--degradation",  # evaluate()'s keyword
         metavar="SPEC",
         help="for clean images: noise:25, jpeg:10, bicubic:4, rain, mask:0.5, hints:0.03 ...",
     )
@@ -146,144 +152,145 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--csv", metavar="PATH", help="write the per-image results as CSV")
     ev.add_argument("--target", metavar="FILTER", help="score against a filter of the clean images, e.g. l0smooth:0.02")
     ev.add_argument("--overwrite", action="store_true", help="replace the --json/--csv files if they exist")
+    ev.set_defaults(func=_eval)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` and run its verb's handler; returns the exit code (:func:`restorekit.errors.run_command`)."""
+    from .errors import run_command
+
     args = build_parser().parse_args(argv)
-    from .errors import RestorekitError
-
-    try:
-        return _dispatch(args)
-    except RestorekitError as err:
-        print(f"restorekit: error: {err}", file=sys.stderr)
-        return 1
-    except (OSError, ValueError) as err:  # the library's argument checks, and the file system's own complaints
-        print(f"restorekit: error: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("restorekit: interrupted; finished outputs are kept, run again to resume", file=sys.stderr)
-        return 130
+    return run_command(
+        "restorekit", lambda: args.func(args), interrupted="finished outputs are kept, run again to resume"
+    )
 
 
-def _dispatch(args: argparse.Namespace) -> int:
-    if args.command == "run":
-        from .batch import run_batch
-        from .errors import InputError
-        from .filters import FILTERS, parse_filter
-        from .restorer import Restorer
+def _run(args: argparse.Namespace) -> int:
+    from .batch import run_batch
+    from .errors import InputError
+    from .filters import FILTERS, parse_filter
+    from .restorer import Restorer
 
-        if args.model.partition(":")[0] in FILTERS:
-            spec = args.model if args.lam is None else f"{args.model.partition(':')[0]}:lam={args.lam}"
-            given = (args.task, args.scale, args.weights, args.allow_unpinned, None if args.dtype == "auto" else 1)
-            if any(v is not None for v in given):
-                raise InputError(
-                    f"{args.model} is a classical filter: --task, --scale, --weights, --dtype and --allow-unpinned do "
-                    "not apply"
-                )
-            restorer = parse_filter(spec, device=args.device)
-        elif args.lam is not None:
-            raise InputError("--lam is a parameter of the l0smooth filter, not of a network")
-        else:
-            restorer = Restorer(
-                args.model,
-                args.task,
-                scale=args.scale,
-                weights=args.weights,
-                device=args.device,
-                dtype=args.dtype,
-                tile=args.tile,
-                allow_unpinned=args.allow_unpinned,
-                progress=args.progress,
+    if args.model.partition(":")[0] in FILTERS:
+        spec = args.model if args.lam is None else f"{args.model.partition(':')[0]}:lam={args.lam}"
+        given = (args.task, args.scale, args.weights, args.allow_unpinned, None if args.dtype == "auto" else 1)
+        if any(v is not None for v in given):
+            raise InputError(
+                f"{args.model} is a classical filter: --task, --scale, --weights, --dtype and --allow-unpinned do "
+                "not apply"
             )
-        report = run_batch(
-            restorer,
-            args.inputs,
-            args.output,
-            overwrite=args.overwrite,
-            progress=args.progress,
-            masks=args.mask,
-            input_range=args.input_range,
-        )
-        for src, reason in report.failed:
-            print(f"restorekit: failed: {src}: {reason}", file=sys.stderr)
-        print(report.summary())
-        return 0 if report.ok else 1
-    if args.command == "list":
-        from .registry import get_record, list_models
-
-        names = list_models(task=args.task, arch=args.arch, published=True if args.published else None)
-        # The weights column says which models run with pretrained weights and where those come from.
-        print(f"{'MODEL':<24} {'TASK':<10} {'SCALE':<5}  {'WEIGHTS':<27} DESCRIPTION")
-        for name in names:
-            rec = get_record(name)
-            print(f"{name:<24} {rec.task:<10} x{rec.scale:<4}  {rec.source:<27} {rec.description}")
-        if any(not get_record(name).published for name in names):
-            print("\n'none': no weights are published for that model yet; it runs with weights=FILE (--weights) or")
-            print("pretrained=False. 'unpinned, opt in': see `restorekit info NAME`.")
-        return 0
-    if args.command == "info":
-        from .registry import format_info, model_info
-
-        data = model_info(args.name, as_dict=True)
-        print(json.dumps(data, indent=2, default=str) if args.json else format_info(data))
-        return 0
-    if args.command == "download":
-        from .registry import get_record
-        from .weights import resolve
-
-        for name in args.names:
-            path = resolve(get_record(name), progress=args.progress, allow_unpinned=args.allow_unpinned)
-            print(f"{get_record(name).name}: {path}")
-        return 0
-    if args.command == "convert":
-        from .weights import convert
-
-        if not (args.model or args.arch):
-            raise SystemExit("restorekit convert: give --model NAME or --arch ARCH")
-        path = convert(
-            args.src,
-            args.dst,
-            model=args.model,
-            arch=args.arch,
-            config=args.config,
-            format=args.format,
-            overwrite=args.overwrite,
-        )
-        print(path)
-        return 0
-    if args.command == "eval":
-        from .evaluate import evaluate
-
-        result = evaluate(
+        restorer = parse_filter(spec, device=args.device)
+    elif args.lam is not None:
+        raise InputError("--lam is a parameter of the l0smooth filter, not of a network")
+    else:
+        restorer = Restorer(
             args.model,
-            args.data,
-            task=args.task,
+            args.task,
             scale=args.scale,
-            degradation=args.degrade,
-            convention=args.convention,
             weights=args.weights,
             device=args.device,
             dtype=args.dtype,
             tile=args.tile,
-            seed=args.seed,
             allow_unpinned=args.allow_unpinned,
             progress=args.progress,
-            target=args.target,
         )
-        print(result.table())
-        from .errors import OutputExistsError
+    report = run_batch(
+        restorer,
+        args.inputs,
+        args.output,
+        overwrite=args.overwrite,
+        progress=args.progress,
+        masks=args.mask,
+        input_range=args.input_range,
+    )
+    for src, reason in report.failed:
+        print(f"restorekit: failed: {src}: {reason}", file=sys.stderr)
+    print(report.summary())
+    return 0 if report.ok else 1
 
-        wanted = [p for p in (args.json, args.csv) if p]
-        for p in wanted:  # before printing anything: either every requested file is written, or none is touched
-            if not args.overwrite and Path(p).exists():
-                raise OutputExistsError(f"{p} already exists; pass --overwrite to replace it")
-        if args.json:
-            print(f"wrote {result.write_json(args.json, overwrite=args.overwrite)}")
-        if args.csv:
-            print(f"wrote {result.write_csv(args.csv, overwrite=args.overwrite)}")
-        return 0
-    raise AssertionError(args.command)  # argparse enforces the choices
+
+def _list(args: argparse.Namespace) -> int:
+    from .registry import get_record, list_models
+
+    names = list_models(task=args.task, arch=args.arch, published=True if args.published else None)
+    # The weights column says which models run with pretrained weights and where those come from.
+    print(f"{'MODEL':<24} {'TASK':<10} {'SCALE':<5}  {'WEIGHTS':<27} DESCRIPTION")
+    for name in names:
+        rec = get_record(name)
+        print(f"{name:<24} {rec.task:<10} x{rec.scale:<4}  {rec.source:<27} {rec.description}")
+    if any(not get_record(name).published for name in names):
+        print("\n'none': no weights are published for that model yet; it runs with weights=FILE (--weights) or")
+        print("pretrained=False. 'unpinned, opt in': see `restorekit info NAME`.")
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from .registry import format_info, model_info
+
+    data = model_info(args.name)
+    print(json.dumps(data, indent=2, default=str) if args.json else format_info(data))
+    return 0
+
+
+def _download(args: argparse.Namespace) -> int:
+    from .registry import get_record
+    from .weights import resolve
+
+    for name in args.names:
+        path = resolve(get_record(name), progress=args.progress, allow_unpinned=args.allow_unpinned)
+        print(f"{get_record(name).name}: {path}")
+    return 0
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from .weights import convert
+
+    if not (args.model or args.arch):
+        raise SystemExit("restorekit convert: give --model NAME or --arch ARCH")
+    path = convert(
+        args.src,
+        args.dst,
+        model=args.model,
+        arch=args.arch,
+        config=args.config,
+        format=args.format,
+        overwrite=args.overwrite,
+    )
+    print(path)
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from .errors import OutputExistsError
+    from .evaluate import evaluate
+
+    result = evaluate(
+        args.model,
+        args.data,
+        task=args.task,
+        scale=args.scale,
+        degradation=args.degrade,
+        convention=args.convention,
+        weights=args.weights,
+        device=args.device,
+        dtype=args.dtype,
+        tile=args.tile,
+        seed=args.seed,
+        allow_unpinned=args.allow_unpinned,
+        progress=args.progress,
+        target=args.target,
+    )
+    print(result.table())
+    wanted = [p for p in (args.json, args.csv) if p]
+    for p in wanted:  # before printing anything: either every requested file is written, or none is touched
+        if not args.overwrite and Path(p).exists():
+            raise OutputExistsError(f"{p} already exists; pass --overwrite to replace it")
+    if args.json:
+        print(f"wrote {result.write_json(args.json, overwrite=args.overwrite)}")
+    if args.csv:
+        print(f"wrote {result.write_csv(args.csv, overwrite=args.overwrite)}")
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

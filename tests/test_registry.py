@@ -64,9 +64,13 @@ def test_records_are_frozen_and_validated():
         WeightRecord(**base, upstream=UrlSource("http://127.0.0.1/x.pt", sha256="ABC"))
 
 
-def test_model_info_prints_everything(capsys):
+def test_model_info_returns_everything_and_format_info_prints_it(capsys):
+    from restorekit.registry import format_info
+
     info = model_info("msrn.sr_x2")
-    out = capsys.readouterr().out
+    assert capsys.readouterr().out == "", "model_info returns data; the CLI prints it"
+    assert model_info("msrn.sr_x2", as_dict=True) == info  # the older keyword is still accepted
+    out = format_info(info)
     for text in (
         "msrn.sr_x2",
         "MIT",

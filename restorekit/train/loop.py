@@ -31,7 +31,7 @@ import torch.distributed as dist
 from torch import nn
 
 from ..errors import InputError
-from .checkpoint import CHECKPOINT_FORMAT, TrainingError, atomic_save, load_checkpoint
+from .checkpoint import CHECKPOINT_FORMAT, TrainingError, checkpoint_path, load_checkpoint, save_checkpoint
 from .config import TrainConfig, parse_duration
 
 __all__ = ["Trainer", "fit", "lr_factor", "SCHEDULES", "OPTIMIZERS", "load_checkpoint"]
@@ -464,12 +464,7 @@ class Trainer:
         """Write ``step_{N:08d}.pt`` and ``last.pt`` (rank 0 only); returns the step file."""
         if self.rank != 0:
             return None
-        state = self.state()
-        folder = self.out / "checkpoints"
-        path = folder / f"step_{self.step:08d}.pt"
-        atomic_save(state, path)
-        atomic_save(state, folder / "last.pt")
-        return path
+        return save_checkpoint(self.state(), self.out)
 
     def load(self, path: str | os.PathLike[str]) -> None:
         ckpt = load_checkpoint(path, self.device)
@@ -551,7 +546,7 @@ class Trainer:
             (self.out / "config.json").write_text(
                 json.dumps({**cfg.to_dict(), "data_description": self.data_description}, indent=2) + "\n"
             )
-        last = self.out / "checkpoints" / "last.pt"
+        last = checkpoint_path(self.out)
         if cfg.resume and last.is_file():
             self.load(last)
             if self.rank == 0:

@@ -13,19 +13,21 @@
 in ``HF_ENDPOINT`` (huggingface_hub's default otherwise) with ``HF_TOKEN`` or ``--token``, and prints the
 commit id that pins the record's ``revision``.
 
+The card and record text come from :mod:`restorekit.train.card`, the checkpoint from
+:mod:`restorekit.train.checkpoint`, and the ``export``/``push`` subcommands live in :mod:`restorekit.train.cli`.
+
 >>> result = export_run("runs/denoise", "release/")            # doctest: +SKIP
 >>> commit = push_folder("release/", "restorekit/spatial_rnn")  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +36,14 @@ import torch
 from .. import registry
 from ..errors import OutputExistsError, RestorekitError, WeightsError
 from ..options import DTYPES
-from ..registry import BundledSource, HubSource, Metric, WeightRecord
-from .checkpoint import CHECKPOINT_FORMAT
+from ..registry import Metric, WeightRecord
+from .card import CARD_NAME as _CARD
+from .card import OWN_LICENSE, model_card, record_json, record_text
+from .card import RECORD_JSON_NAME as _RECORD_JSON
+from .card import RECORD_PY_NAME as _RECORD_PY
+from .checkpoint import CHECKPOINT_FORMAT, find_checkpoint, load_checkpoint
+from .cli import add_publish_subcommands as add_subcommands
+from .cli import main
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -44,15 +52,14 @@ __all__ = [
     "ExportResult",
     "export_run",
     "push_folder",
+    "record_text",
+    "record_json",
+    "model_card",
+    "OWN_LICENSE",
     "add_subcommands",
     "main",
 ]
 
-_REQUIRED = ("format", "step", "arch", "model_name", "config", "model")
-_RECORD_PY = "registry_record.py"
-_RECORD_JSON = "registry_record.json"
-_CARD = "README.md"
-OWN_LICENSE = "MIT"  # restorekit's own weights are released under the project's license (LICENSE)
 
 logger = logging.getLogger("restorekit")
 
@@ -90,42 +97,6 @@ class ExportResult:
 # --------------------------------------------------------------------------------------------------- reading a run
 
 
-def _checkpoint_path(run: Path, checkpoint: str | int | os.PathLike[str]) -> Path:
-    if not run.is_dir():
-        raise ExportError(
-            f"run folder {run} does not exist (or is not a folder); pass the folder `restorekit-train fit` wrote "
-            "(it holds config.json, log.jsonl and checkpoints/)"
-        )
-    ckpts = run / "checkpoints"
-    if isinstance(checkpoint, os.PathLike) or (isinstance(checkpoint, str) and checkpoint.endswith(".pt")):
-        path = Path(checkpoint)
-        path = path if path.is_absolute() or path.exists() else ckpts / path
-    elif str(checkpoint) == "last":
-        path = ckpts / "last.pt"
-    elif str(checkpoint).isdigit():
-        path = ckpts / f"step_{int(checkpoint):08d}.pt"
-    else:
-        raise ExportError(f"checkpoint must be 'last', a step number or a .pt path, not {checkpoint!r}")
-    if not path.is_file():
-        # not the hidden ".<name>.<random>.tmp.pt" of a save cut short
-        have = sorted(p.name for p in ckpts.glob("[!.]*.pt")) if ckpts.is_dir() else []
-        raise ExportError(
-            f"checkpoint {path} does not exist; {run} has: {', '.join(have) or 'no checkpoints'} "
-            "(pass --checkpoint last, a step number, or a file)"
-        )
-    return path
-
-
-def _load_checkpoint(path: Path) -> dict[str, Any]:
-    from .checkpoint import load_checkpoint
-
-    ckpt = load_checkpoint(path, error=ExportError)
-    missing = [k for k in _REQUIRED if k not in ckpt]
-    if missing:
-        raise ExportError(f"{path}: checkpoint lacks {', '.join(missing)}; it was not written by restorekit-train")
-    return ckpt
-
-
 def _clean_state(state: Any, path: Path, which: str) -> dict[str, torch.Tensor]:
     from ..weightfile import strip_module_prefix
 
@@ -139,24 +110,6 @@ def _clean_state(state: Any, path: Path, which: str) -> dict[str, torch.Tensor]:
             raise ExportError(f"{path}: {which}[{key!r}] is a {type(value).__name__}, not a tensor")
         out[key] = value
     return strip_module_prefix(out)  # DDP / AveragedModel wrappers
-
-
-def _read_log(run: Path) -> tuple[int | None, dict[str, Any] | None]:
-    """(last logged step, last validation entry) from ``log.jsonl``; missing or broken lines are skipped."""
-    last_step, last_val = None, None
-    log = run / "log.jsonl"
-    if not log.is_file():
-        return None, None
-    for line in log.read_text().splitlines():
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(entry, dict) and isinstance(entry.get("step"), int):
-            last_step = entry["step"]
-            if isinstance(entry.get("val"), dict):
-                last_val = entry
-    return last_step, last_val
 
 
 # --------------------------------------------------------------------------------------------------- export
@@ -237,8 +190,8 @@ def export_run(
     run = Path(run)
     if weights not in ("ema", "model"):
         raise ExportError(f"weights must be 'ema' or 'model', not {weights!r}")
-    path = _checkpoint_path(run, checkpoint)
-    ckpt = _load_checkpoint(path)
+    path = find_checkpoint(run, checkpoint, error=ExportError)
+    ckpt = load_checkpoint(path, error=ExportError)
     source = "ema" if weights == "ema" and ckpt.get("ema") is not None else "model"
     if weights == "ema" and source == "model":
         logger.warning("%s has no EMA weights; exporting the raw model weights", path)
@@ -325,165 +278,6 @@ def _replace(result: ExportResult, **changes: Any) -> ExportResult:
     return replace(result, **changes)
 
 
-# --------------------------------------------------------------------------------------------------- record
-
-
-def _metric_py(m: Metric) -> str:
-    return f"Metric({m.dataset!r}, {m.metric!r}, {m.value!r}, {m.convention!r}, {m.source!r})"
-
-
-def record_text(result: ExportResult, record: WeightRecord, revision: str | None = None) -> str:
-    """The entries to paste into ``restorekit/archs/{arch}.py``'s weight record for this model."""
-    rev = f"{revision!r}," if revision else "None,  # the commit id `restorekit-train push` prints"
-    metrics = "".join(f"        {_metric_py(m)},\n" for m in result.metrics)
-    dtypes = record.dtypes  # validated inference dtypes: an fp16 file alone does not validate fp16 inference
-    origin = f"restorekit's own training ({result.step} steps, {result.source} weights, stored as {result.dtype})"
-    pin = "" if revision else " Fill in revision= first: a record refuses a hub source without its commit."
-    return (
-        f"# {result.model_name}: restorekit's own weights, step {result.step} ({result.source}), {result.dtype}.\n"
-        f'# Paste into its row, WeightRecord.named("{result.model_name}", ...) in restorekit/archs/{result.arch}.py\n'
-        f"# (grep -n '\"{result.model_name}\"' finds it).{pin}\n"
-        "from restorekit.registry import BundledSource, HubSource, Metric\n\n"
-        "RECORD = dict(\n"
-        "    hub=HubSource(\n"
-        f"        repo_id={result.repo_id!r},\n"
-        f"        filename={result.filename!r},\n"
-        f"        revision={rev}\n"
-        f"        sha256={result.sha256!r},\n"
-        f"        size={result.size},\n"
-        "    ),\n"
-        f"    license={OWN_LICENSE + ' (restorekit)'!r},\n"
-        f"    origin={origin!r},\n"
-        f"    dtypes={dtypes!r},\n"
-        f"    metrics=(\n{metrics}    ),\n"
-        ")\n\n"
-        f"# To ship the file inside the package instead, copy it to restorekit/weights/{result.filename} and use:\n"
-        "BUNDLED = BundledSource(\n"
-        f"    filename={result.filename!r},\n"
-        f"    sha256={result.sha256!r},\n"
-        f"    size={result.size},\n"
-        ")\n"
-    )
-
-
-def record_json(result: ExportResult, revision: str | None = None) -> dict[str, Any]:
-    hub = HubSource(result.repo_id, result.filename, revision, result.sha256, result.size)
-    return {
-        "model": result.model_name,
-        "arch": result.arch,
-        "step": result.step,
-        "weights": result.source,
-        "dtype": result.dtype,
-        "hub": asdict(hub),
-        "bundled": asdict(BundledSource(result.filename, result.sha256, result.size)),
-        "metrics": [asdict(m) for m in result.metrics],
-    }
-
-
-# --------------------------------------------------------------------------------------------------- model card
-
-
-def _convention_line(name: str) -> str:
-    from ..metrics import get_convention
-
-    try:
-        return get_convention(name).describe()
-    except RestorekitError:
-        return name
-
-
-def _summary(train_config: Mapping[str, Any]) -> list[str]:
-    """``key: value`` lines of the resolved training config, nested sections flattened one level."""
-    lines = []
-    for key, value in train_config.items():
-        if isinstance(value, Mapping):
-            inner = ", ".join(f"{k}={json.dumps(v, default=str)}" for k, v in value.items())
-            lines.append(f"- **{key}**: {inner}")
-        else:
-            lines.append(f"- **{key}**: {json.dumps(value, default=str)}")
-    return lines
-
-
-def model_card(
-    result: ExportResult,
-    record: WeightRecord,
-    ckpt: Mapping[str, Any],
-    run: Path,
-    metrics_origin: str,
-    convention_note: str,
-    *,
-    checkpoint: Path,
-) -> str:
-    train_config = ckpt.get("train_config") if isinstance(ckpt.get("train_config"), Mapping) else {}
-    data = train_config.get("data") if isinstance(train_config, Mapping) else None
-    last_step, last_val = _read_log(run)
-    lines = [
-        "---",
-        f"license: {OWN_LICENSE.lower()}",
-        "library_name: restorekit",
-        "tags:",
-        "- image-restoration",
-        f"- {record.task}",
-        f"- {result.arch}",
-        "---",
-        "",
-        f"# {result.model_name}",
-        "",
-        f"{record.description}. restorekit's own weights, trained with `restorekit-train`.",
-        "",
-        f"- **Architecture**: `{result.arch}` ({record.paper or registry.get_arch(result.arch).paper})",
-        f"- **Task**: {record.task}" + (f", x{record.scale}" if record.scale > 1 else ""),
-        f"- **Weights**: `{result.filename}`, {result.source} weights at step {result.step}, stored as "
-        f"{result.dtype} ({result.size} bytes, sha256 `{result.sha256}`)",
-        f"- **License of these weights**: {OWN_LICENSE} (restorekit's own training; see the project's LICENSE)",
-        "",
-        "## Training data",
-        "",
-    ]
-    if isinstance(data, Mapping) and data:
-        lines += _summary(data)
-    elif data:
-        lines.append(f"- {json.dumps(data, default=str)}")
-    else:
-        lines.append("- not recorded in the checkpoint")
-    lines += ["", "## Training", ""]
-    lines.append(f"- **Steps**: {result.step} (checkpoint `{checkpoint.name}`)")
-    if last_step is not None and last_step != result.step:
-        lines.append(f"- **Run log**: the run logged up to step {last_step}")
-    other = {k: v for k, v in (train_config or {}).items() if k != "data"}
-    lines += _summary(other)
-    lines += ["", "## Metrics", "", f"Source: {metrics_origin}.", ""]
-    if result.metrics:
-        lines += ["| dataset | metric | value | convention |", "|---|---|---|---|"]
-        lines += [f"| {m.dataset} | {m.metric} | {m.value:g} | `{m.convention}` |" for m in result.metrics]
-        lines += ["", "Conventions:", ""]
-        notes = {m.convention: _convention_line(m.convention) for m in result.metrics}
-        if convention_note:
-            notes[convention_note.split(":", 1)[0]] = convention_note
-        lines += [f"- {note}" for note in notes.values()]
-    elif last_val is not None:
-        lines.append(f"Latest validation entry in log.jsonl (step {last_val['step']}): `{json.dumps(last_val['val'])}`")
-    else:
-        lines.append("No metrics were measured for this export.")
-    lines += [
-        "",
-        "## Use it",
-        "",
-        "```python",
-        "from restorekit import Restorer, load_model",
-        "",
-        f'restorer = Restorer("{result.model_name}", weights="{result.filename}")',
-        'restorer.run("input.png", output="restored.png")',
-        f'net = load_model("{result.filename}")  # the bare network, built from the file\'s header',
-        "```",
-        "",
-        "Once the registry record points at this repository, "
-        f'`Restorer("{result.model_name}")` downloads the file pinned to its commit and sha256.',
-        "",
-    ]
-    return "\n".join(lines)
-
-
 # --------------------------------------------------------------------------------------------------- push
 
 
@@ -547,84 +341,3 @@ def push_folder(
     except Exception as exc:  # HfHubHTTPError, the HTTP client's connection errors, a refused payload
         raise _hf_error(exc, repo_id, where) from exc
     return str(info.oid)
-
-
-# --------------------------------------------------------------------------------------------------- CLI
-
-
-def _export(args: argparse.Namespace) -> int:
-    result = export_run(
-        args.run,
-        args.output,
-        checkpoint=args.checkpoint,
-        weights=args.weights,
-        dtype=args.dtype,
-        eval_data=args.eval_data,
-        eval_degradation=args.eval_degrade,
-        name=args.name,
-        repo_id=args.repo_id,
-        overwrite=args.overwrite,
-    )
-    print(f"wrote {result.weights} ({result.size} bytes, sha256 {result.sha256})")
-    print(f"wrote {result.card}, {result.record_py}, {result.record_json}")
-    print()
-    print(result.record_text, end="")
-    return 0
-
-
-def _push(args: argparse.Namespace) -> int:
-    commit = push_folder(
-        args.folder,
-        args.repo_id,
-        revision=args.revision,
-        token=args.token,
-        private=args.private,
-        commit_message=args.message,
-    )
-    print(f"pushed {args.folder} to {args.repo_id} at commit {commit}")
-    record = Path(args.folder) / _RECORD_JSON
-    if record.is_file():
-        hub = json.loads(record.read_text()).get("hub", {})
-        if hub.get("repo_id") == args.repo_id:
-            print(
-                f"record: hub=HubSource(repo_id={hub['repo_id']!r}, filename={hub['filename']!r}, "
-                f"revision={commit!r}, sha256={hub['sha256']!r}, size={hub['size']})"
-            )
-    return 0
-
-
-def add_subcommands(subparsers: Any) -> None:
-    """Register ``export`` and ``push`` on a ``restorekit-train`` subparsers object."""
-    p = subparsers.add_parser("export", help="write fp16 weights, a model card and the registry record of a run")
-    p.add_argument("run", help="the run folder (config.json, log.jsonl, checkpoints/)")
-    p.add_argument("-o", "--output", required=True, help="folder to write the release files into")
-    p.add_argument("--checkpoint", default="last", help="'last' (default), a step number, or a .pt file")
-    p.add_argument("--weights", choices=("ema", "model"), default="ema", help="EMA weights when present (default)")
-    p.add_argument("--dtype", choices=registry.DTYPES, default="float16")
-    p.add_argument("--eval-data", help="measure the exported file on this benchmark folder (restorekit eval)")
-    p.add_argument("--eval-degrade", help="degradation for a folder of clean images, e.g. noise:25")
-    p.add_argument("--name", help="registered model name (default: the one the run was trained for)")
-    p.add_argument("--repo-id", help="hub repository for the record (default: the record's)")
-    p.add_argument("--overwrite", action="store_true", help="replace release files already in the output folder")
-    p.set_defaults(func=_export)
-
-    p = subparsers.add_parser("push", help="upload a folder to a Hugging Face model repo (HF_ENDPOINT, HF_TOKEN)")
-    p.add_argument("folder")
-    p.add_argument("repo_id", help="namespace/name")
-    p.add_argument("--revision", default="main", help="an existing branch (default main)")
-    p.add_argument("--token", help="write token (default: HF_TOKEN, then the saved login)")
-    p.add_argument("--private", action="store_true", help="create the repository private")
-    p.add_argument("-m", "--message", default="Upload restorekit weights", help="commit message")
-    p.set_defaults(func=_push)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``export`` and ``push`` on their own (``restorekit-train`` registers the same subcommands)."""
-    parser = argparse.ArgumentParser(prog="restorekit-train", description="Export and publish trained weights.")
-    add_subcommands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args))
-    except RestorekitError as exc:
-        print(f"error: {exc}", file=__import__("sys").stderr)
-        return 1
