@@ -16,12 +16,12 @@ from huggingface_hub import constants as hf_constants
 
 from restorekit import Restorer, registry
 from restorekit.registry import HubSource, get_arch, get_record
+from restorekit.train.cli import main
 from restorekit.train.publish import (
     CHECKPOINT_FORMAT,
     ExportError,
     PushError,
     export_run,
-    main,
     push_folder,
 )
 from restorekit.weights import build_model, load_model, read_weights, resolve, sha256_file
@@ -391,7 +391,7 @@ def test_main_export_and_push_end_to_end(run, tmp_path, upload_hub, capsys):
     env = {**os.environ, "HF_ENDPOINT": upload_hub.url, "HF_TOKEN": TOKEN, "HF_HUB_DISABLE_XET": "1"}
     env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH", "")])
     env["HF_HUB_DISABLE_TELEMETRY"] = "1"
-    code = "import sys; from restorekit.train.publish import main; sys.exit(main(sys.argv[1:]))"
+    code = "import sys; from restorekit.train.cli import main; sys.exit(main(sys.argv[1:]))"
     done = subprocess.run(
         [sys.executable, "-c", code, "push", str(out), REPO, "-m", "cli push"],
         env=env,

@@ -42,8 +42,6 @@ from .card import OWN_LICENSE, model_card, record_json, record_text
 from .card import RECORD_JSON_NAME as _RECORD_JSON
 from .card import RECORD_PY_NAME as _RECORD_PY
 from .checkpoint import CHECKPOINT_FORMAT, find_checkpoint, load_checkpoint
-from .cli import add_publish_subcommands as add_subcommands
-from .cli import main
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -56,8 +54,6 @@ __all__ = [
     "record_json",
     "model_card",
     "OWN_LICENSE",
-    "add_subcommands",
-    "main",
 ]
 
 
