@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from .errors import InputError, RestorekitError
+from .folders import image_files, is_inside
 from .image import IMAGE_EXTENSIONS, output_clashes
 
 __all__ = ["BatchReport", "ImageToImage", "expand_inputs", "find_mask", "run_batch"]
@@ -66,14 +67,6 @@ class BatchReport:
         return f"{len(self.written)} written, {len(self.skipped)} skipped (already there), {len(self.failed)} failed"
 
 
-def _is_image(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_EXTENSIONS
-
-
-def _inside(path: Path, folder: Path | None) -> bool:
-    return folder is not None and (path == folder or folder in path.parents)
-
-
 def expand_inputs(
     specs: Sequence[str | os.PathLike], exclude: str | os.PathLike | None = None
 ) -> tuple[list[tuple[Path, Path]], list[tuple[str, str]]]:
@@ -89,11 +82,7 @@ def expand_inputs(
     for spec in specs:
         path = Path(spec)
         if path.is_dir():
-            found = sorted(
-                p
-                for p in path.rglob("*")
-                if p.is_file() and _is_image(p) and not p.name.startswith(".") and not _inside(p.resolve(), skip)
-            )
+            found = image_files(path, recursive=True, exclude=skip)
             if not found:
                 missing.append((str(spec), f"folder has no images ({', '.join(IMAGE_EXTENSIONS)})"))
             pairs += [(p, p.relative_to(path)) for p in found]
@@ -105,7 +94,7 @@ def expand_inputs(
             found = sorted(
                 Path(p)
                 for p in glob.glob(str(spec), recursive=True)
-                if Path(p).is_file() and not _inside(Path(p).resolve(), skip)
+                if Path(p).is_file() and not is_inside(Path(p).resolve(), skip)
             )
             if not found:
                 missing.append((str(spec), "pattern matched no file"))

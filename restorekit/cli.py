@@ -75,12 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="restore image files, folders or globs into a folder")
     r.add_argument(
-        "model", help="arch.tag (e.g. msrn.sr_x4), an architecture name, or a classical filter: l0smooth[:LAMBDA]"
+        "model",
+        help="arch.tag (e.g. msrn.sr_x4), an architecture name, or a method: bicubic (with --scale), identity, "
+        "nearest (with --mask), l0smooth[:LAMBDA]",
     )
     r.add_argument("inputs", nargs="+", metavar="INPUT", help="files, folders (searched recursively) or globs")
     r.add_argument("-o", "--output", required=True, metavar="DIR", help="folder for the results (created)")
     r.add_argument("--task", help="narrow an architecture name to a task")
-    r.add_argument("--scale", type=int, help="narrow an architecture name to a scale")
+    r.add_argument("--scale", type=int, help="narrow an architecture name to a scale; the bicubic method's scale")
     r.add_argument("--weights", metavar="PATH", help="use this local weight file instead of the registered ones")
     _shared_options(r)
     r.add_argument("--tile", type=_tile, default="auto", help="auto, 0 for the whole image, or a tile size in px")
@@ -100,7 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.set_defaults(func=_run)
 
-    ls = sub.add_parser("list", help="list registered models")
+    ls = sub.add_parser(
+        "list", help="list registered models (run and eval also take the methods bicubic, identity, nearest, l0smooth)"
+    )
     ls.add_argument("--task")
     ls.add_argument("--arch")
     ls.add_argument("--published", action="store_true", help="only models that have weights (bundled or fetchable)")
@@ -133,7 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     cv.set_defaults(func=_convert)
 
     ev = sub.add_parser("eval", help="measure PSNR/SSIM of a model or a baseline on a benchmark folder")
-    ev.add_argument("model", help="arch.tag, an architecture name, or a baseline: bicubic, identity, nearest")
+    ev.add_argument(
+        "model", help="arch.tag, an architecture name, or a method: bicubic, identity, nearest, l0smooth[:LAMBDA]"
+    )
     ev.add_argument("--data", required=True, metavar="DIR", help="x{s}/HR + x{s}/LR, HR + LR, input + target, or clean")
     ev.add_argument("--task", help="narrow an architecture name to a task; the task a baseline stands in for")
     ev.add_argument("--scale", type=int, help="SR scale (picks x{scale}/ folders and the model)")
@@ -168,33 +174,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from .batch import run_batch
-    from .errors import InputError
-    from .filters import FILTERS, parse_filter
-    from .restorer import Restorer
+    from .methods import runner
 
-    if args.model.partition(":")[0] in FILTERS:
-        spec = args.model if args.lam is None else f"{args.model.partition(':')[0]}:lam={args.lam}"
-        given = (args.task, args.scale, args.weights, args.allow_unpinned, None if args.dtype == "auto" else 1)
-        if any(v is not None for v in given):
-            raise InputError(
-                f"{args.model} is a classical filter: --task, --scale, --weights, --dtype and --allow-unpinned do "
-                "not apply"
-            )
-        restorer = parse_filter(spec, device=args.device)
-    elif args.lam is not None:
-        raise InputError("--lam is a parameter of the l0smooth filter, not of a network")
-    else:
-        restorer = Restorer(
-            args.model,
-            args.task,
-            scale=args.scale,
-            weights=args.weights,
-            device=args.device,
-            dtype=args.dtype,
-            tile=args.tile,
-            allow_unpinned=args.allow_unpinned,
-            progress=args.progress,
-        )
+    restorer = runner(
+        args.model,
+        args.task,
+        scale=args.scale,
+        weights=args.weights,
+        device=args.device,
+        dtype=args.dtype,
+        tile=args.tile,
+        allow_unpinned=args.allow_unpinned,
+        progress=args.progress,
+        lam=args.lam,
+    )
     report = run_batch(
         restorer,
         args.inputs,

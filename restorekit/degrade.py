@@ -48,6 +48,7 @@ from PIL import Image
 from .errors import InputError
 from .image import rgb_to_grey
 from .resize import imresize
+from .specs import Range, parse_params  # the grammar's home; parse_params is importable from here as before
 
 __all__ = [
     "Seed",
@@ -69,6 +70,8 @@ __all__ = [
     "colour_hints",
     "Degradation",
     "parse",
+    "parse_ranged",
+    "RANGED",
 ]
 
 Seed = int | torch.Generator | None
@@ -397,19 +400,15 @@ _SPECS: dict[str, tuple[str, Callable[..., Any], dict[str, type]]] = {
 _SEEDED = {"noise", "gaussian_blur", "motion_blur", "rain", "haze", "mask", "hints"}
 # Masked specs -> (the model condition they feed, default ratio); the defaults are training's (train.data).
 MASKED = {"mask": ("mask", 0.5), "hints": ("hints", 0.03)}
-
-
-def _convert(kind: type, text: str, where: str, what: str = "degradation") -> Any:
-    try:
-        if kind is bool:
-            if text.lower() in ("1", "true", "yes", "on", ""):
-                return True
-            if text.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(text)
-        return kind(text)
-    except ValueError:
-        raise InputError(f"{what} {where}: {text!r} is not a valid {kind.__name__}") from None
+# The parameters that training may give as a range LOW-HIGH, drawn per sample (noise:0-55, jpeg:10-40).
+RANGED: dict[str, tuple[str, ...]] = {
+    "noise": ("sigma",),
+    "jpeg": ("quality",),
+    "gaussian_blur": ("sigma",),
+    "motion_blur": ("size",),
+    "rain": ("density",),
+    "haze": ("beta",),
+}
 
 
 @dataclass(frozen=True)
@@ -465,32 +464,32 @@ class Degradation:
         return self.name + (":" + ",".join(f"{k}={v}" for k, v in self.params.items()) if self.params else "")
 
 
-def parse_params(
-    spec: str, table: Mapping[str, tuple[str, Any, Mapping[str, type]]], what: str, example: str = ""
-) -> tuple[str, dict[str, Any]]:
-    """``"name[:value][,key=value...]"`` against ``table`` (name -> (positional parameter, _, parameter types))
-    -> (name, typed parameters). The grammar of degradation specs, shared with :mod:`restorekit.filters`."""
-    name, _, rest = spec.strip().partition(":")
-    if name not in table:
-        raise InputError(f"unknown {what} {name!r}; use one of {', '.join(table)}{example}")
-    positional, _, types = table[name]
-    params: dict[str, Any] = {}
-    for i, item in enumerate(p for p in rest.split(",") if p.strip()):
-        key, eq, value = item.strip().partition("=")
-        if not eq:
-            key, value = (positional, key) if i == 0 and key not in types else (key, "")
-        if key not in types:
-            raise InputError(f"{what} {name!r} has no parameter {key!r}; it takes {', '.join(types)}")
-        params[key] = _convert(types[key], value, f"{name}.{key}", what)
-    return name, params
-
-
 def parse(spec: str) -> Degradation:
     """``"name[:value][,key=value...]"``: ``noise:25``, ``noise:sigma=25,clip``, ``jpeg:10``, ``bicubic:4``,
     ``gaussian_blur:1.6``, ``gaussian_blur`` (random kernels), ``motion_blur:21``, ``rain``, ``haze:beta=1.2``,
     ``mask:0.5`` (fraction of pixels missing, default 0.5), ``hints:0.03`` (fraction with known colour, default
-    0.03)."""
-    name, params = parse_params(spec, _SPECS, "degradation", example=" (e.g. noise:25, jpeg:10)")
+    0.03). The grammar is :mod:`restorekit.specs`; ranges (``noise:0-55``) are for training (:func:`parse_ranged`)."""
+    return _degradation(*parse_params(spec, _SPECS, "degradation", example=_EXAMPLE))
+
+
+def parse_ranged(spec: str) -> tuple[Degradation, dict[str, Range]]:
+    """A training spec, where the parameters of :data:`RANGED` may be ``LOW-HIGH`` (``noise:0-55``,
+    ``jpeg:quality=10-40``): (the degradation with each range at its low end, {parameter: range}).
+
+    >>> parse_ranged("noise:0-55")
+    (Degradation(name='noise', params=mappingproxy({'sigma': 0.0})), {'sigma': Range(low=0.0, high=55.0)})
+    """
+    name, params = parse_params(spec, _SPECS, "degradation", example=_EXAMPLE, ranged=RANGED)
+    ranges = {k: v for k, v in params.items() if isinstance(v, Range)}
+    types = _SPECS[name][2]
+    fixed = {k: types[k](f"{v.low:g}") if k in ranges else v for k, v in params.items()}
+    return _degradation(name, fixed), ranges
+
+
+_EXAMPLE = " (e.g. noise:25, jpeg:10)"
+
+
+def _degradation(name: str, params: dict[str, Any]) -> Degradation:
     positional = _SPECS[name][0]
     if name in ("noise", "jpeg", "bicubic") and positional not in params:
         example = {"noise": "noise:25", "jpeg": "jpeg:10", "bicubic": "bicubic:4"}[name]

@@ -16,14 +16,15 @@ Inpainting and colourisation models (those that take ``mask=``) are measured on 
 spec: ``mask:0.5`` (half the pixels missing) or ``hints:0.03`` (3 % of the pixels keep their colour). The mask
 is drawn per image from the same seed as any other degradation, so a model and a baseline see identical masks.
 
-The model is a registered name (its published weights, or ``weights=PATH`` for your own), or a baseline
-(:data:`BASELINE_TASKS` says which tasks each stands for):
+The model is a registered name (its published weights, or ``weights=PATH`` for your own), or a method of the
+catalogue :mod:`restorekit.methods` (:data:`BASELINE_TASKS` says which tasks each baseline stands for):
 
 * ``bicubic`` (SR): MATLAB ``imresize`` of the LR input by the scale;
 * ``identity`` (any task): the degraded input itself; for ``mask:`` the input as an inpainting network sees
   it, missing pixels at 0.5 (mid-grey); for ``hints:`` the grey image with the known colours pasted in;
 * ``nearest`` (inpainting, ``mask:``): each missing pixel copies its nearest known pixel
-  (:func:`nearest_fill`).
+  (:func:`nearest_fill`);
+* ``l0smooth[:LAMBDA]`` (any unmasked task): L0 smoothing of the input (:mod:`restorekit.filters`).
 
 The convention defaults from the task (:mod:`restorekit.metrics`: SR ``y_shave_scale``, denoising
 ``full_image``, JPEG and deraining ``y_full``, otherwise (inpainting and colourisation included)
@@ -35,7 +36,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import re
 import zlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -45,21 +45,21 @@ from typing import Any
 import torch
 
 from .degrade import Degradation, parse
-from .errors import InputError, WeightsNotAvailableError
-from .image import IMAGE_EXTENSIONS, read_image
+from .errors import InputError, UnknownModelError, WeightsNotAvailableError
+from .folders import find_pairs  # the folder layouts live there; importable from here as before
+from .image import read_image
+from .methods import METHODS, bind, is_method, nearest_fill, unknown_name
 from .metrics import DENOISE, JPEG, SR, Convention, get_convention, psnr, ssim
 from .options import RunOptions, run_options
 from .registry import Metric
-from .resize import imresize
 
 __all__ = ["evaluate", "EvalResult", "ImageScore", "find_pairs", "nearest_fill", "BASELINES", "BASELINE_TASKS"]
 
-BASELINES = ("bicubic", "identity", "nearest")
-# The tasks each baseline stands in for (None: any task; it then takes the task of the degradation).
-BASELINE_TASKS: dict[str, tuple[str, ...] | None] = {"bicubic": ("sr",), "identity": None, "nearest": ("inpaint",)}
+# The catalogue's baselines (restorekit.methods), and the tasks each stands in for (None: any task; it then takes
+# the task of the degradation).
+BASELINES = tuple(name for name, m in METHODS.items() if m.kind == "baseline")
+BASELINE_TASKS: dict[str, tuple[str, ...] | None] = {name: METHODS[name].tasks for name in BASELINES}
 _TASK_CONVENTIONS = {"denoise": DENOISE, "jpeg": JPEG, "derain": JPEG, "inpaint": DENOISE, "colorize": DENOISE}
-_CONDITION_TASKS = {"mask": "inpaint", "hints": "colorize"}  # a masked spec's condition -> the task it measures
-_BIG = 1 << 40  # "no known pixel" as a squared distance; far below int64's limit even with a dx^2 added
 
 Restore = Callable[[torch.Tensor, "torch.Tensor | None"], torch.Tensor]
 
@@ -149,113 +149,13 @@ class EvalResult:
         )
 
 
-def _images(folder: Path) -> dict[str, Path]:
-    return {p.name: p for p in sorted(folder.iterdir()) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS}
-
-
-def find_pairs(data: str | os.PathLike, scale: int | None = None) -> tuple[str, list[tuple[str, Path | None, Path]]]:
-    """(layout, [(name, input path or None for clean images, target path)]) for a benchmark folder."""
-    root = Path(data)
-    if not root.is_dir():
-        raise InputError(f"{root} is not a folder; pass --data with a folder of images or of HR/LR pairs")
-    candidates = []
-    if scale is not None:
-        candidates.append((f"x{scale}/LR", f"x{scale}/HR"))
-    candidates += [("LR", "HR"), ("input", "target")]
-    for inp, tgt in candidates:
-        if (root / inp).is_dir() and (root / tgt).is_dir():
-            inputs, targets = _images(root / inp), _images(root / tgt)
-            missing = sorted(set(targets) ^ set(inputs))
-            if missing:
-                raise InputError(
-                    f"{root}: {inp}/ and {tgt}/ must hold the same file names; unpaired: {', '.join(missing[:5])}"
-                )
-            if not targets:
-                raise InputError(f"{root / tgt} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
-            return f"{tgt} + {inp}", [(n, inputs[n], targets[n]) for n in targets]
-    scales = sorted(p.name for p in root.glob("x*") if p.is_dir() and re.fullmatch(r"x\d+", p.name))
-    clean = _images(root)
-    if not clean:
-        hint = f"; it has {', '.join(scales)}: pass --scale" if scales and scale is None else ""
-        raise InputError(
-            f"{root} holds no images and no paired folders (x{{scale}}/HR + x{{scale}}/LR, HR + LR, "
-            f"input + target){hint}"
-        )
-    return "clean images", [(n, None, p) for n, p in clean.items()]
-
-
 def _image_seed(seed: int, name: str) -> int:
     return (seed * 1_000_003 + zlib.crc32(name.encode())) % (1 << 63)
-
-
-def _on_8bit_grid(x: torch.Tensor) -> bool:
-    v = x * 255
-    return bool((v - v.round()).abs().max() < 1e-4)
 
 
 def _modcrop(x: torch.Tensor, scale: int) -> torch.Tensor:
     h, w = x.shape[-2:]
     return x[..., : h - h % scale, : w - w % scale]
-
-
-def nearest_fill(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Fill the missing pixels of ``x`` (N, C, H, W) by copying the exactly nearest (Euclidean) known pixel.
-
-    ``mask`` is (N or 1, 1, H, W), known where > 0.5. Ties between equally near known pixels go to the one at
-    the smallest horizontal offset, then to the one on the left, then to the one above. Known pixels are kept;
-    an image with no known pixel at all is filled with 0.5 (there is nothing to copy).
-
-    Exact and separable: every column's nearest known pixel for each row (two running scans), then for every
-    pixel the best column at horizontal offset 0, 1, 2, ..., stopping once the offset alone is farther than
-    every pixel's best so far. Each step is one pass over the image, and there are as many steps as the widest
-    hole needs (a few for scattered missing pixels), so large holes are handled without a per-pixel search.
-    """
-    if x.ndim != 4 or mask.ndim != 4 or mask.shape[1] != 1 or mask.shape[-2:] != x.shape[-2:]:
-        raise InputError(
-            f"nearest_fill needs x (N, C, H, W) and a mask (N, 1, H, W) of the same size, got {tuple(x.shape)} "
-            f"and {tuple(mask.shape)}"
-        )
-    if mask.shape[0] not in (1, x.shape[0]):
-        raise InputError(f"nearest_fill: {mask.shape[0]} masks for {x.shape[0]} images; give one, or one per image")
-    known = (mask > 0.5).expand(x.shape[0], -1, -1, -1)[:, 0].cpu()
-    out = torch.empty_like(x)
-    for i in range(x.shape[0]):
-        index = _nearest_index(known[i])
-        if index is None:
-            out[i] = 0.5
-            continue
-        rows, cols = index[0].to(x.device), index[1].to(x.device)
-        out[i] = x[i][:, rows, cols]
-    return out
-
-
-def _nearest_index(known: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """(row, column) of the nearest known pixel of every pixel of a (H, W) bool map (see :func:`nearest_fill`)."""
-    h, w = known.shape
-    if not bool(known.any()):
-        return None
-    rows = torch.arange(h).view(h, 1).expand(h, w)
-    cols = torch.arange(w).view(1, w).expand(h, w)
-    above = torch.where(known, rows, -1).cummax(0).values  # the nearest known row at or above, -1: none
-    below = torch.where(known, rows, h).flip(0).cummin(0).values.flip(0)  # at or below, h: none
-    up = torch.where(above >= 0, rows - above, _BIG)
-    down = torch.where(below < h, below - rows, _BIG)
-    take_up = up <= down  # a tie within a column goes to the pixel above
-    dy = torch.where(take_up, up, down)
-    col_d2 = torch.where(dy < _BIG, dy * dy, _BIG)  # squared distance to the column's nearest known pixel
-    col_row = torch.where(take_up, above, below)
-    best, src_row, src_col = col_d2.clone(), col_row.clone(), cols.clone()
-    for dx in range(1, w):
-        if dx * dx >= int(best.max()):
-            break  # no column this far can be strictly nearer for any pixel
-        # the column dx to the left first, then dx to the right: strict improvements only (the tie rule)
-        for to, frm in ((slice(dx, None), slice(None, w - dx)), (slice(None, w - dx), slice(dx, None))):
-            cand = col_d2[:, frm] + dx * dx
-            better = cand < best[:, to]
-            best[:, to] = torch.where(better, cand, best[:, to])
-            src_row[:, to] = torch.where(better, col_row[:, frm], src_row[:, to])
-            src_col[:, to] = torch.where(better, cols[:, frm], src_col[:, to])
-    return src_row, src_col
 
 
 def evaluate(
@@ -276,7 +176,8 @@ def evaluate(
     progress: bool | None = None,
     target: str | None = None,
 ) -> EvalResult:
-    """Measure ``model`` (a registered name, ``bicubic`` or ``identity``) on the benchmark folder ``data``.
+    """Measure ``model`` (a registered name or a method: ``bicubic``, ``identity``, ``nearest``, ``l0smooth``)
+    on the benchmark folder ``data``.
 
     ``task``/``scale`` narrow an architecture name (and tell a baseline what it stands in for);
     ``degradation`` is required for a folder of clean images unless the task is SR (``mask:0.5`` or
@@ -356,6 +257,10 @@ def evaluate(
     return result
 
 
+def _str(deg: Degradation | None) -> str | None:
+    return None if deg is None else str(deg)
+
+
 def _convention(convention: str | Convention | None, task: str, scale: int) -> Convention:
     if isinstance(convention, Convention):
         return convention
@@ -398,49 +303,17 @@ def _model(
 
     ``condition`` is the masked spec kind the model needs (``"mask"``, ``"hints"``), None for none.
     """
-    masked = deg.condition if deg is not None else None
-    if model == "bicubic":
-        if not scale or scale < 2 or (task not in (None, "sr")):
-            raise InputError("the bicubic baseline upsamples SR inputs: give --scale 2, 3, 4 ... (and task sr)")
-        s = int(scale)
-
-        def upsample(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-            # As MATLAB's imresize on the uint8 LR image when the input is 8-bit (rounded after each pass).
-            return imresize(x, s, quantize=_on_8bit_grid(x)).clamp(0, 1)
-
-        return upsample, "sr", s, f"bicubic x{s}", None
-    if model == "identity":
-        if scale not in (None, 1):
-            raise InputError("the identity baseline returns its input, so it has no scale; for SR use bicubic")
-        if masked is None:
-            return (lambda x, mask: x), task or "denoise", 1, "identity", None
-        masked_task = _CONDITION_TASKS[masked]
-        if task not in (None, masked_task):
-            raise InputError(f"the degradation {deg} makes a {masked_task} benchmark, not {task}; drop --task {task}")
-
-        def identity(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-            assert mask is not None
-            # hints: the input already is the grey image with the known colours; mask: holes at mid-grey,
-            # as the inpainting network sees them.
-            return x if masked == "hints" else x * mask + 0.5 * (1 - mask)
-
-        return identity, masked_task, 1, "identity", masked
-    if model == "nearest":
-        if masked != "mask" or task not in (None, "inpaint") or scale not in (None, 1):
-            raise InputError(
-                "the nearest baseline fills missing pixels (inpainting): use it on clean images with --degrade "
-                f"mask:RATIO, e.g. mask:0.5{f', not {deg}' if deg is not None else ''}"
-            )
-
-        def fill(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-            assert mask is not None
-            return nearest_fill(x, mask)
-
-        return fill, "inpaint", 1, "nearest", "mask"
+    if is_method(model):  # the catalogue: bicubic, identity, nearest, l0smooth (restorekit.methods)
+        masked = deg.condition if deg is not None else None
+        bound = bind(model, task=task, scale=scale, condition=masked, device=options.device, context=_str(deg))
+        return bound.restore, bound.task, bound.scale, bound.label, bound.condition
     from .registry import get_record
     from .restorer import Restorer
 
-    record = get_record(model, task, scale=scale)
+    try:
+        record = get_record(model, task, scale=scale)
+    except UnknownModelError as err:
+        raise unknown_name(err, model) from None
     if weights is None and pretrained and not record.published:
         raise WeightsNotAvailableError(
             f"{record.name} has no published weights yet, so there is nothing to evaluate; pass --weights PATH "

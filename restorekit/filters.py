@@ -159,7 +159,7 @@ FILTERS: dict[str, tuple[str, type[L0Smooth], dict[str, type]]] = {
 
 def parse_filter(spec: str, device: str = "cpu") -> L0Smooth:
     """``"l0smooth"``, ``"l0smooth:0.02"`` or ``"l0smooth:lam=0.02,kappa=2"`` -> a filter object."""
-    from .degrade import parse_params
+    from .specs import parse_params
 
     name, params = parse_params(spec, FILTERS, "filter")
     return FILTERS[name][1](**params, device=device)

@@ -228,10 +228,11 @@ def inpaint_tiny(tiny_config):
 
 def test_masked_eval_is_seeded_and_model_and_baselines_see_the_same_masks(clean, inpaint_tiny, monkeypatch):
     from restorekit import evaluate as ev
+    from restorekit import methods  # the nearest baseline's home (the catalogue)
     from restorekit.restorer import Restorer
 
     seen = {"model": [], "nearest": []}
-    real_fill, real_restore = ev.nearest_fill, Restorer.restore_planar
+    real_fill, real_restore = methods.nearest_fill, Restorer.restore_planar
 
     def spy_fill(x, mask):
         seen["nearest"].append(mask.clone())
@@ -241,7 +242,7 @@ def test_masked_eval_is_seeded_and_model_and_baselines_see_the_same_masks(clean,
         seen["model"].append(mask.clone())
         return real_restore(self, planar, mask)
 
-    monkeypatch.setattr(ev, "nearest_fill", spy_fill)
+    monkeypatch.setattr(methods, "nearest_fill", spy_fill)
     monkeypatch.setattr(Restorer, "restore_planar", spy_restore)
     near = evaluate("nearest", clean, degradation="mask:0.5", seed=1, progress=False)
     model = evaluate(inpaint_tiny[0], clean, degradation="mask:0.5", seed=1, pretrained=False, progress=False)

@@ -342,6 +342,13 @@ def _validate(cfg: TrainConfig) -> None:
         parse_duration(cfg.time_budget)
     if not 0 <= cfg.ema_decay < 1:
         raise InputError(f"ema_decay must be in [0, 1), got {cfg.ema_decay}")
+    from ..degrade import parse, parse_ranged
+
+    specs = [cfg.degradations] if isinstance(cfg.degradations, str) else cfg.degradations
+    for spec in specs:  # the shared spec grammar (restorekit.specs): a bad spec fails before any data is read
+        parse_ranged(spec)
+    if cfg.val_degradation:
+        parse(cfg.val_degradation)  # measured by restorekit.evaluate: one fixed value, no range
     from ..losses import LOSSES
 
     if cfg.loss not in LOSSES:

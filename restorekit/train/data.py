@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import csv
 import math
-import re
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -33,22 +32,13 @@ from torch.utils.data import Dataset, Sampler
 
 from .. import degrade
 from ..errors import InputError
-from ..evaluate import find_pairs
 from ..feeding import pack
+from ..folders import find_pairs, image_files
 from ..image import IMAGE_EXTENSIONS, read_array, rgb_to_ycbcr
 from ..resize import imresize
+from ..specs import Range
 
 __all__ = ["Item", "DegradationSpec", "find_items", "TrainDataset", "EpochSampler", "sample_seed"]
-
-_RANGED = {  # the positional parameter of each restorekit.degrade spec, and its type
-    "noise": ("sigma", float),
-    "jpeg": ("quality", int),
-    "gaussian_blur": ("sigma", float),
-    "motion_blur": ("size", int),
-    "rain": ("density", float),
-    "haze": ("beta", float),
-}
-_RANGE = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*-\s*(\d+(?:\.\d*)?)\s*$")
 
 
 @dataclass(frozen=True)
@@ -63,16 +53,13 @@ class DegradationSpec:
 
     def __init__(self, spec: str) -> None:
         self.spec = spec.strip()
-        name, _, rest = self.spec.partition(":")
-        self.name, self.range = name, None
-        items = [p for p in rest.split(",") if p.strip()]
-        if items and "=" not in items[0] and _RANGE.match(items[0]):
-            if name not in _RANGED:
-                raise InputError(f"degradation {spec!r}: only {', '.join(_RANGED)} take a range LOW-HIGH")
-            lo, hi = (float(v) for v in _RANGE.match(items[0]).groups())  # type: ignore[union-attr]
-            self.range = (min(lo, hi), max(lo, hi))
-            items[0] = f"{lo:g}"
-        self.base = degrade.parse(name + (":" + ",".join(items) if items else ""))
+        # The shared grammar (restorekit.specs), ranges allowed: base holds each range's low end.
+        self.base, ranges = degrade.parse_ranged(self.spec)
+        self.name = self.base.name
+        self.ranges: dict[str, Range] = ranges
+        # The positional parameter's range as (low, high), as before keyword ranges existed; None when fixed.
+        positional = ranges.get(degrade.RANGED.get(self.name, ("",))[0])
+        self.range = None if positional is None else (positional.low, positional.high)
 
     @property
     def scale(self) -> int:
@@ -82,15 +69,14 @@ class DegradationSpec:
         if self.base.condition is not None:  # mask:RATIO / hints:RATIO: the input as evaluation builds it
             return pack(*self.base.with_mask(x, seed=gen))  # the mask channel last (restorekit.feeding)
         deg = self.base
-        if self.range is not None:
-            key, kind = _RANGED[deg.name]
-            value = self.range[0] + (self.range[1] - self.range[0]) * float(torch.rand((), generator=gen))
-            deg = degrade.Degradation(deg.name, {**deg.params, key: kind(round(value) if kind is int else value)})
+        if self.ranges:
+            drawn = dict(deg.params)
+            for key, bounds in self.ranges.items():  # one uniform draw per ranged parameter, in spec order
+                kind = type(deg.params[key])
+                value = bounds.low + (bounds.high - bounds.low) * float(torch.rand((), generator=gen))
+                drawn[key] = kind(round(value) if kind is int else value)
+            deg = degrade.Degradation(deg.name, drawn)
         return deg(x, seed=gen).float()
-
-
-def _images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
 def _csv_items(path: Path) -> list[Item]:
@@ -131,7 +117,7 @@ def find_items(sources: Sequence[str], kind: str = "auto", scale: int = 1) -> tu
         elif kind == "csv":
             raise InputError(f"{path}: --data-kind csv needs a .csv file")
         elif kind == "clean":
-            found, layout = [Item(p) for p in _images(path)], "clean images"
+            found, layout = [Item(p) for p in image_files(path)], "clean images"
         else:  # the same folder layouts as `restorekit eval` (x{scale}/LR+HR, LR+HR, input+target, clean)
             layout, pairs = find_pairs(path, scale if scale > 1 else None)
             if kind == "paired" and layout == "clean images":

@@ -488,9 +488,10 @@ class Trainer:
         """PSNR/SSIM of the (EMA) weights on ``val_data`` through :func:`restorekit.evaluate` and the Restorer."""
         from ..evaluate import evaluate
         from ..weights import save_weights
+        from .data import DegradationSpec
 
         cfg = self.cfg
-        spec = cfg.val_degradation or next((d for d in cfg.degradations if "-" not in d.partition(":")[2]), None)
+        spec = cfg.val_degradation or next((d for d in cfg.degradations if not DegradationSpec(d).ranges), None)
         module = self.ema.module if self.ema is not None else self.model
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "weights.safetensors"
