@@ -256,8 +256,9 @@ class _MethodRecord:
 
 
 class MethodRunner:
-    """A bound method over image files with the ``record`` / ``mask_channels`` / ``run`` surface of a
-    :class:`~restorekit.restorer.Restorer`, so :func:`restorekit.batch.run_batch` drives it unchanged. Alpha is
+    """A bound method over image files with the ``record`` / ``condition`` / ``run`` surface of a
+    :class:`~restorekit.restorer.Restorer` (:class:`restorekit.batch.ImageToImage`), so
+    :func:`restorekit.batch.run_batch` drives it unchanged. Alpha is
     kept (upsampled with the image by ``bicubic``), and so are bit depth and format."""
 
     def __init__(self, bound: Bound, device: str | torch.device = "cpu") -> None:
@@ -266,7 +267,7 @@ class MethodRunner:
         self.bound = bound
         self.device = pick_device(device)
         self.record = _MethodRecord(bound.label, bound.scale)
-        self.mask_channels = 1 if bound.condition is not None else 0
+        self.condition = bound.condition  # None, or the mask it fills ('mask')
 
     def __repr__(self) -> str:
         return f"MethodRunner({self.bound.label!r})"
@@ -289,8 +290,8 @@ class MethodRunner:
         file, array or tensor for a method that needs one. ``input_range`` as for :meth:`Restorer.run`."""
         from .restorer import _mask_tensor, check_unit_range, restore_file
 
-        if (mask is None) != (self.mask_channels == 0):
-            need = "needs a mask (mask=, --mask)" if self.mask_channels else "takes no mask"
+        if (mask is None) != (self.condition is None):
+            need = "takes no mask" if self.condition is None else "needs a mask (mask=, --mask)"
             raise InputError(f"{self.record.name} {need}")
         mask_t = None if mask is None else _mask_tensor(mask)
         if isinstance(x, torch.Tensor):

@@ -153,3 +153,12 @@ def test_bind_says_what_a_method_needs():
         methods.bind("identity", scale=2)
     with pytest.raises(InputError, match="makes a inpaint benchmark, not sr"):
         methods.bind("identity", task="sr", condition="mask", context="mask:0.5")
+
+
+@pytest.mark.parametrize("spec", ["bicubic", "identity", "nearest", "l0smooth"])
+def test_every_method_is_what_run_batch_drives(spec):
+    from restorekit.batch import ImageToImage
+
+    runner = methods.runner(spec, scale=2 if spec == "bicubic" else None)
+    assert isinstance(runner, ImageToImage)
+    assert runner.condition == ("mask" if spec == "nearest" else None)
