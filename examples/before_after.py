@@ -58,7 +58,7 @@ def rows(clean: torch.Tensor, seed: int) -> list[tuple[str, torch.Tensor, torch.
     _, known = degrade.mask_pixels(clean, ratio=0.5, seed=seed)
     filled = Restorer("spatial_rnn.inpaint").run(clean * known, mask=known)
     out.append(("spatial_rnn.inpaint (50% missing)", clean * known, filled, clean))
-    grey, hints, hint_mask = degrade.colour_hints(clean, ratio=0.03, seed=seed)
+    grey, hints, hint_mask = degrade.color_hints(clean, ratio=0.03, seed=seed)
     shown = grey.expand(-1, 3, -1, -1) * (1 - hint_mask) + hints
     coloured = Restorer("spatial_rnn.colorize").run(shown, mask=hint_mask)
     out.append(("spatial_rnn.colorize (3% colour hints)", shown, coloured, clean))

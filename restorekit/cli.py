@@ -227,8 +227,8 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _download(args: argparse.Namespace) -> int:
+    from .fetch import resolve
     from .registry import get_record
-    from .weights import resolve
 
     for name in args.names:
         path = resolve(get_record(name), progress=args.progress, allow_unpinned=args.allow_unpinned)

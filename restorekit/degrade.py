@@ -16,7 +16,7 @@ so a seed gives the same degradation on CPU and GPU. Each image of a batch gets 
 :func:`rain`              synthetic rain streaks added to the image (``O = B + S``, clipped)
 :func:`haze`              atmospheric scattering ``I = J t + A (1 - t)``, ``t = exp(-beta d)``
 :func:`mask_pixels`       random pixel masks for inpainting: (masked image, mask)
-:func:`colour_hints`      sparse colour hints for colourisation: (grey, hints, mask)
+:func:`color_hints`      sparse colour hints for colourisation: (grey, hints, mask)
 ========================  ==============================================================================
 
 :func:`parse` turns a short spec such as ``"noise:25"``, ``"jpeg:10"`` or ``"bicubic:4"`` into a
@@ -45,8 +45,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .color import rgb_to_grey
 from .errors import InputError
-from .image import rgb_to_grey
 from .resize import imresize
 from .specs import Range, parse_params  # the grammar's home; parse_params is importable from here as before
 
@@ -67,7 +67,7 @@ __all__ = [
     "haze",
     "random_mask",
     "mask_pixels",
-    "colour_hints",
+    "color_hints",
     "Degradation",
     "parse",
     "parse_ranged",
@@ -370,17 +370,20 @@ def mask_pixels(x: torch.Tensor, *, ratio: float = 0.5, seed: Seed = None) -> tu
     return x * mask, mask
 
 
-def colour_hints(
+def color_hints(
     x: torch.Tensor, *, ratio: float = 0.03, seed: Seed = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Colourisation input from an RGB batch: (grey (N,1,H,W) BT.601 luma, hints (N,3,H,W) with the true
     colour at a random fraction ``ratio`` of pixels and 0 elsewhere, mask (N,1,H,W) with 1 at the hints)."""
-    _check(x, "colour_hints")
+    _check(x, "color_hints")
     if x.shape[1] != 3:
-        raise InputError("colour_hints needs RGB images (C = 3)")
+        raise InputError("color_hints needs RGB images (C = 3)")
     n, _, h, w = x.shape
     mask = 1 - random_mask(n, h, w, ratio=ratio, seed=seed).to(x.device, x.dtype)
     return rgb_to_grey(x), x * mask, mask
+
+
+colour_hints = color_hints  # the earlier spelling, still accepted: identifiers are spelled "color" (colorize)
 
 
 # ------------------------------------------------------------------------------------------------ specs
@@ -395,7 +398,7 @@ _SPECS: dict[str, tuple[str, Callable[..., Any], dict[str, type]]] = {
     "rain": ("density", rain, {"density": float, "length": float, "angle": float, "strength": float}),
     "haze": ("beta", haze, {"beta": float, "airlight": float}),
     "mask": ("ratio", mask_pixels, {"ratio": float}),
-    "hints": ("ratio", colour_hints, {"ratio": float}),
+    "hints": ("ratio", color_hints, {"ratio": float}),
 }
 _SEEDED = {"noise", "gaussian_blur", "motion_blur", "rain", "haze", "mask", "hints"}
 # Masked specs -> (the model condition they feed, default ratio); the defaults are training's (train.data).
@@ -444,7 +447,7 @@ class Degradation:
         if self.name == "mask":
             return mask_pixels(x, ratio=self.params["ratio"], seed=seed)
         if self.name == "hints":
-            grey, hints, mask = colour_hints(x, ratio=self.params["ratio"], seed=seed)
+            grey, hints, mask = color_hints(x, ratio=self.params["ratio"], seed=seed)
             return grey.expand(-1, 3, -1, -1) * (1 - mask) + hints, mask
         raise InputError(f"the degradation {self} has no mask; with_mask() is for mask:RATIO and hints:RATIO")
 

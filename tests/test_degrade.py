@@ -110,12 +110,13 @@ def test_masks_and_colour_hints():
     masked, mask = D.mask_pixels(x, ratio=0.7, seed=0)
     assert mask.shape == (2, 1, 64, 64) and float(1 - mask.mean()) == pytest.approx(0.7, abs=0.03)
     assert torch.equal(masked, x * mask)
-    grey, hints, hint_mask = D.colour_hints(x, ratio=0.05, seed=0)
+    grey, hints, hint_mask = D.color_hints(x, ratio=0.05, seed=0)
     assert grey.shape == (2, 1, 64, 64) and hints.shape == x.shape
     assert float(hint_mask.mean()) == pytest.approx(0.05, abs=0.02)
     assert torch.equal(hints, x * hint_mask)
     with pytest.raises(InputError, match="RGB"):
-        D.colour_hints(x[:, :1])
+        D.color_hints(x[:, :1])
+    assert D.colour_hints is D.color_hints  # the earlier spelling still works
 
 
 def test_spec_parsing():

@@ -276,7 +276,7 @@ def test_hints_identity_is_the_grey_image_with_the_known_colours(clean, inpaint_
     assert res.degradation == "hints:0.03" and len(res.images) == 3
     for row in res.images:
         target = read_image(clean / row.name).color[None]
-        grey, _, mask = degrade.colour_hints(target, ratio=0.03, seed=_image_seed(0, row.name))
+        grey, _, mask = degrade.color_hints(target, ratio=0.03, seed=_image_seed(0, row.name))
         want = grey.expand(-1, 3, -1, -1) * (1 - mask) + target * mask
         assert row.psnr == pytest.approx(psnr(want, target, DENOISE).item(), abs=1e-6)
     col = evaluate(inpaint_tiny[1], clean, degradation="hints:0.03", pretrained=False, progress=False)

@@ -35,8 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..color import rgb_to_grey
 from ..errors import ConversionError, InputError
-from ..image import rgb_to_grey
 from ..registry import ArchSpec, BundledSource, WeightRecord, psnr_ssim, register_arch, register_weights
 
 _MULTIPLE = 16  # four 2x poolings in the guidance U-Net

@@ -2,25 +2,24 @@
 record (``registry_record.py`` to paste into ``restorekit/archs/{arch}.py``, ``registry_record.json``).
 
 Rendering only: :func:`restorekit.train.publish.export_run` gathers the facts (an :class:`ExportResult`, the
-model's :class:`WeightRecord`, the checkpoint) and writes what these functions return.
+model's :class:`WeightRecord`, the checkpoint) and writes what these functions return. ``ExportResult`` is defined
+here, so rendering imports nothing of export.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .. import registry
 from ..errors import RestorekitError
 from ..registry import BundledSource, HubSource, Metric, WeightRecord
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .publish import ExportResult
-
 __all__ = [
+    "ExportResult",
     "OWN_LICENSE",
     "CARD_NAME",
     "RECORD_PY_NAME",
@@ -38,6 +37,28 @@ RECORD_JSON_NAME = "registry_record.json"
 
 
 # --------------------------------------------------------------------------------------------------- run log
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What :func:`export_run` wrote, with the digests and metrics that went into the record."""
+
+    folder: Path
+    weights: Path
+    card: Path
+    record_py: Path
+    record_json: Path
+    model_name: str
+    arch: str
+    step: int
+    source: str  # "ema" or "model": which weights of the checkpoint were exported
+    dtype: str
+    sha256: str
+    size: int
+    repo_id: str
+    filename: str
+    metrics: tuple[Metric, ...] = field(default_factory=tuple)
+    record_text: str = ""
 
 
 def _read_log(run: Path) -> tuple[int | None, dict[str, Any] | None]:

@@ -31,10 +31,11 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from .. import degrade
+from ..color import rgb_to_ycbcr
 from ..errors import InputError
 from ..feeding import pack
 from ..folders import find_pairs, image_files
-from ..image import IMAGE_EXTENSIONS, read_array, rgb_to_ycbcr
+from ..image import IMAGE_EXTENSIONS, read_array
 from ..resize import imresize
 from ..specs import Range
 

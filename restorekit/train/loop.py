@@ -487,7 +487,7 @@ class Trainer:
     def validate(self) -> list[dict[str, Any]]:
         """PSNR/SSIM of the (EMA) weights on ``val_data`` through :func:`restorekit.evaluate` and the Restorer."""
         from ..evaluate import evaluate
-        from ..weights import save_weights
+        from ..weightfile import save_weights
         from .data import DegradationSpec
 
         cfg = self.cfg

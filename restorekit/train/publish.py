@@ -27,7 +27,6 @@ import logging
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +37,7 @@ from ..errors import OutputExistsError, RestorekitError, WeightsError
 from ..options import DTYPES
 from ..registry import Metric, WeightRecord
 from .card import CARD_NAME as _CARD
-from .card import OWN_LICENSE, model_card, record_json, record_text
+from .card import OWN_LICENSE, ExportResult, model_card, record_json, record_text
 from .card import RECORD_JSON_NAME as _RECORD_JSON
 from .card import RECORD_PY_NAME as _RECORD_PY
 from .checkpoint import CHECKPOINT_FORMAT, find_checkpoint, load_checkpoint
@@ -66,28 +65,6 @@ class ExportError(WeightsError):
 
 class PushError(RestorekitError):
     """An upload to the hub failed (authentication, permissions, HTTP error, unreachable endpoint)."""
-
-
-@dataclass(frozen=True)
-class ExportResult:
-    """What :func:`export_run` wrote, with the digests and metrics that went into the record."""
-
-    folder: Path
-    weights: Path
-    card: Path
-    record_py: Path
-    record_json: Path
-    model_name: str
-    arch: str
-    step: int
-    source: str  # "ema" or "model": which weights of the checkpoint were exported
-    dtype: str
-    sha256: str
-    size: int
-    repo_id: str
-    filename: str
-    metrics: tuple[Metric, ...] = field(default_factory=tuple)
-    record_text: str = ""
 
 
 # --------------------------------------------------------------------------------------------------- reading a run

@@ -18,14 +18,13 @@ an exported file instead of the bundled one; ``--json`` writes every result; the
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
-import torch
+import evalkit  # tests/benchmarks/evalkit.py, beside this script
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
@@ -49,34 +48,16 @@ def command(model: str, folder: str, deg: str | None, conv: str, weights: Path |
     return cmd + (f" --weights {weights}" if weights else "")
 
 
-def _subset(root: Path, folder: str, limit: int, tmp: Path) -> Path:
-    """The first ``limit`` images of a clean folder, or of both halves of a paired one."""
-    src = root / folder
-    dst = tmp / f"{folder.replace('/', '_')}_{limit}"
-    if dst.is_dir():
-        return dst
-    parts = [("input", "target")] if (src / "input").is_dir() else [("",)]
-    for names in parts:
-        for name in names:
-            (dst / name).mkdir(parents=True)
-            for p in sorted((src / name).glob("*.png"))[:limit]:
-                shutil.copy(p, dst / name / p.name)
-    return dst
-
-
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = evalkit.parser(
+        __doc__.splitlines()[0],
+        data_root=DATA,
+        data_help="the folder holding denoise/ and derain/",
+        only=[r[0] for r in ROWS],
+        only_help="just these groups",
+    )
     ap.add_argument("--weights", type=Path, help="an exported dsrir_all_in_one.safetensors (default: bundled)")
-    ap.add_argument("--data-root", type=Path, default=DATA, help="the folder holding denoise/ and derain/")
-    ap.add_argument("--only", nargs="+", choices=sorted({r[0] for r in ROWS}), help="just these groups")
-    ap.add_argument("--limit", type=int, default=0, help="first N images of each set (0: all)")
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--no-baseline", action="store_true", help="measure the model only, not the degraded input")
-    ap.add_argument("--json", type=Path)
-    args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = evalkit.parse(ap)
     from restorekit.evaluate import evaluate
 
     if not (args.data_root / "denoise").is_dir():
@@ -87,7 +68,7 @@ def main() -> None:
         for group, model, folder, deg, conv, label in ROWS:
             if args.only and group not in args.only:
                 continue
-            data = _subset(args.data_root, folder, args.limit, tmp) if args.limit else args.data_root / folder
+            data = evalkit.subset(args.data_root, folder, args.limit, tmp) if args.limit else args.data_root / folder
             weights = args.weights if model.startswith("dsrir") else None
             row = {"group": group, "model": model, "label": label, "data": folder, "degradation": deg}
             row["convention"] = conv
@@ -108,8 +89,7 @@ def main() -> None:
                 row[key + "_command"] = command(who, folder, deg, conv, weights if key == "model" else None)
                 row[key + "_seconds"] = time.perf_counter() - t0
             m, b = row["model_result"], row.get("baseline_result")
-            if args.limit and m["images"] == args.limit:  # a subset: say so wherever the figure goes
-                label = row["label"] = f"{label}, first {args.limit} image{'s' if args.limit > 1 else ''}"
+            label = row["label"] = evalkit.label(label, args.limit, m["images"])  # a subset says so
             versus = f"input {b['psnr']:6.2f} / {b['ssim']:.4f}   ({m['psnr'] - b['psnr']:+.2f} dB, " if b else "("
             print(f"{model:<20} {label:<26} {m['psnr']:6.2f} dB / {m['ssim']:.4f}   {versus}{m['images']} images)")
             print(f"    {row['model_command']}" + (f"\n    {row['baseline_command']}" if b else ""), flush=True)

@@ -17,14 +17,13 @@ the last lines print the ``Metric`` tuples that restorekit/archs/spatial_rnn.py 
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
-import torch
+import evalkit  # tests/benchmarks/evalkit.py, beside this script
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "denoise"
 
@@ -46,18 +45,15 @@ def command(model: str, folder: str, deg: str | None, target: str | None, weight
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = evalkit.parser(
+        __doc__.splitlines()[0],
+        data_root=DATA,
+        data_help="the folder holding CBSD68/ and BSD68/",
+        only=[r[0] for r in ROWS],
+        only_help="just these models",
+    )
     ap.add_argument("--weights-dir", type=Path, help="exported spatial_rnn_<tag>.safetensors files (default: bundled)")
-    ap.add_argument("--only", nargs="+", choices=sorted({r[0] for r in ROWS}), help="just these models")
-    ap.add_argument("--limit", type=int, default=0, help="first N images of each set (0: all)")
-    ap.add_argument("--data-root", type=Path, default=DATA, help="the folder holding CBSD68/ and BSD68/")
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--no-baseline", action="store_true", help="measure the model only, not the degraded input")
-    ap.add_argument("--json", type=Path)
-    args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = evalkit.parse(ap)
     from restorekit.evaluate import evaluate
 
     root = args.data_root
@@ -74,11 +70,7 @@ def main() -> None:
                 print(f"{label}: skipped, {data} is missing")
                 continue
             if args.limit:
-                data = tmp / f"{folder}_{args.limit}"
-                if not data.is_dir():
-                    data.mkdir()
-                    for p in sorted((root / folder).glob("*.png"))[: args.limit]:
-                        shutil.copy(p, data / p.name)
+                data = evalkit.subset(root, folder, args.limit, tmp)
             weights = args.weights_dir / f"spatial_rnn_{tag}.safetensors" if args.weights_dir else None
             row = {"model": f"spatial_rnn.{tag}", "label": label, "data": folder, "degradation": deg, "target": target}
             for who in (f"spatial_rnn.{tag}", baseline)[: 1 if args.no_baseline else 2]:
@@ -98,6 +90,7 @@ def main() -> None:
                 row[key + "_seconds"] = time.perf_counter() - t0
                 conv = res.convention.name
             m, b = row["model_result"], row.get("baseline_result")
+            label = row["label"] = evalkit.label(label, args.limit, m["images"])  # a subset says so
             versus = f"{baseline} {b['psnr']:6.2f} / {b['ssim']:.4f}   (+{m['psnr'] - b['psnr']:.2f} dB, " if b else "("
             print(
                 f"{row['model']:<22} {label:<26} {m['psnr']:6.2f} dB / {m['ssim']:.4f}   {versus}{m['images']} images)"
