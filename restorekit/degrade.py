@@ -72,6 +72,7 @@ __all__ = [
     "parse",
     "parse_ranged",
     "RANGED",
+    "ODD",
 ]
 
 Seed = int | torch.Generator | None
@@ -404,6 +405,7 @@ _SEEDED = {"noise", "gaussian_blur", "motion_blur", "rain", "haze", "mask", "hin
 # Masked specs -> (the model condition they feed, default ratio); the defaults are training's (train.data).
 MASKED = {"mask": ("mask", 0.5), "hints": ("hints", 0.03)}
 # The parameters that training may give as a range LOW-HIGH, drawn per sample (noise:0-55, jpeg:10-40).
+ODD: frozenset[tuple[str, str]] = frozenset({("motion_blur", "size")})  # (degradation, parameter): odd values only
 RANGED: dict[str, tuple[str, ...]] = {
     "noise": ("sigma",),
     "jpeg": ("quality",),

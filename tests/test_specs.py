@@ -94,6 +94,25 @@ def test_a_range_draw_is_the_uniform_draw_of_the_generator():
     assert torch.equal(y, degrade.gaussian_noise(x, sigma, seed=g2).float())
 
 
+def test_a_ranged_kernel_size_is_always_odd_and_inside_its_range(monkeypatch):
+    # motion_blur needs an odd kernel size: a range of sizes draws the odd size nearest each draw, never an even
+    # one (which the kernel refuses), and never past the range's ends.
+    import torch
+
+    used, kernel = [], degrade.motion_kernel
+
+    def recording(size, **kw):
+        used.append(size)
+        return kernel(size, **kw)
+
+    monkeypatch.setattr(degrade, "motion_kernel", recording)
+    t = DegradationSpec("motion_blur:8-12")
+    x = torch.full((1, 1, 32, 32), 0.5)
+    for seed in range(40):
+        assert t.apply(x, torch.Generator().manual_seed(seed)).shape == x.shape
+    assert len(used) == 40 and set(used) == {9, 11}
+
+
 ERRORS = [
     (degrade.parse, "blurr", "unknown degradation 'blurr'; use one of noise, jpeg"),
     (degrade.parse, "jpeg:q=10", "has no parameter 'q'"),

@@ -75,6 +75,9 @@ class DegradationSpec:
             for key, bounds in self.ranges.items():  # one uniform draw per ranged parameter, in spec order
                 kind = type(deg.params[key])
                 value = bounds.low + (bounds.high - bounds.low) * float(torch.rand((), generator=gen))
+                if (deg.name, key) in degrade.ODD:  # a kernel size: the odd integer nearest the draw, inside the range
+                    odd = 2 * math.floor(value / 2) + 1
+                    value = odd if odd <= bounds.high else odd - 2
                 drawn[key] = kind(round(value) if kind is int else value)
             deg = degrade.Degradation(deg.name, drawn)
         return deg(x, seed=gen).float()
