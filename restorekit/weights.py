@@ -156,6 +156,15 @@ def _read_user_weights(
                         f"{path} was saved for {wrong}, but {record.name} is a x{record.scale} model; "
                         f"pick the matching model or use restorekit.load_model({str(path)!r})"
                     )
+            # Nor what the record feeds it (restorekit.feeding follows the record): a colouriser's file under an
+            # inpainting record takes the same channel count, and would be fed a mask for hints.
+            feeds, wants = spec.condition_for(header["config"]), spec.condition_for(record.config)
+            if feeds != wants:
+                raise WeightsError(
+                    f"{path} was saved for a network conditioned on {feeds or 'the image alone'}, but {record.name} "
+                    f"feeds {wants or 'the image alone'}; pick the matching model or use "
+                    f"restorekit.load_model({str(path)!r})"
+                )
             return state_dict, header
     return read_checkpoint(path, spec, record.config), None
 

@@ -157,3 +157,20 @@ def test_trainer_refuses_a_config_that_changes_what_the_model_is_fed(tmp_path):
     cfg = resolve("spatial_rnn.colorize", overrides=dict(model_config=tiny, device="cpu", out=str(tmp_path)))
     trainer = Trainer(cfg, data=False)
     assert trainer.feeding == Feeding("hints") and trainer.mask_channels == 1
+
+
+def test_a_weights_file_must_be_fed_what_its_record_feeds(tmp_path, tiny_model):
+    # A colouriser's file under the inpainting record has the same channel count (RGB + 1) but would be fed a mask
+    # for hints: refused by name. The same file under its own record loads.
+    from restorekit.errors import WeightsError
+    from restorekit.weightfile import save_weights
+
+    config = {**get_arch("spatial_rnn").tiny_config, "condition": "hints"}
+    net = tiny_model("spatial_rnn", condition="hints")
+    path = tmp_path / "colorize.safetensors"
+    save_weights(path, net.state_dict(), arch="spatial_rnn", config=config)
+    with pytest.raises(WeightsError, match=r"conditioned on hints, but spatial_rnn.inpaint feeds mask"):
+        Restorer("spatial_rnn.inpaint", weights=path, device="cpu")
+    with pytest.raises(WeightsError, match=r"conditioned on hints, but spatial_rnn.denoise feeds the image alone"):
+        Restorer("spatial_rnn.denoise", weights=path, device="cpu")
+    assert Restorer("spatial_rnn.colorize", weights=path, device="cpu").condition == "hints"
