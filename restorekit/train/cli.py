@@ -6,14 +6,12 @@ model's paper recipe; ``--config FILE.toml|.json`` sets values and every flag ov
 ``presets`` prints the recipes; ``export`` and ``push`` call :mod:`restorekit.train.publish`.
 
 Every subparser sets ``func(args) -> int``; :func:`main` runs it through :func:`restorekit.errors.run_command`,
-so the exit codes and error lines are those of ``restorekit``. Further subcommands can come from other modules:
-each name in :data:`SUBCOMMAND_MODULES` is imported and its ``add_subcommands(subparsers)`` called.
+so the exit codes and error lines are those of ``restorekit``.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import time
 from collections.abc import Sequence
@@ -25,9 +23,8 @@ from ..errors import run_command
 
 _STARTED = time.monotonic()  # a time budget counts from here: imports and data loading are part of the run
 
-__all__ = ["SUBCOMMAND_MODULES", "add_publish_subcommands", "build_parser", "main"]
+__all__ = ["add_publish_subcommands", "build_parser", "main"]
 
-SUBCOMMAND_MODULES: tuple[str, ...] = ()  # modules with an add_subcommands(subparsers) of their own
 
 _HELP = {
     "model_config": "network config as JSON, merged over the record's (e.g. '{\"channels\": 8}')",
@@ -178,8 +175,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?")
     p.set_defaults(func=_presets)
     add_publish_subcommands(sub)
-    for name in SUBCOMMAND_MODULES:
-        importlib.import_module(name).add_subcommands(sub)
     return parser
 
 
