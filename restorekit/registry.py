@@ -11,6 +11,7 @@ it lazily so ``import restorekit`` stays cheap.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import difflib
 import json
 import re
@@ -218,7 +219,7 @@ class WeightRecord:
     scale: int = 1
     in_channels: int = 3
     out_channels: int = 3
-    size_multiple: int = 1
+    size_multiple: int | None = None  # None: the architecture's (ArchSpec.size_multiple), set at registration
     dtypes: tuple[str, ...] = ("float32",)  # validated inference dtypes
     params: int | None = None  # parameter count of the full network (checked by the tests)
     hub: HubSource | None = None
@@ -358,7 +359,9 @@ def register_weights(*records: WeightRecord) -> None:
     for rec in records:
         if rec.arch not in _ARCHS:
             raise ValueError(f"{rec.name}: register architecture {rec.arch!r} first")
-        if rec.size_multiple != _ARCHS[rec.arch].size_multiple:  # the architecture's is the one the Restorer uses
+        if rec.size_multiple is None:  # the architecture declares it (the one the Restorer uses)
+            rec = dataclasses.replace(rec, size_multiple=_ARCHS[rec.arch].size_multiple)
+        elif rec.size_multiple != _ARCHS[rec.arch].size_multiple:
             raise ValueError(
                 f"{rec.name}: size_multiple {rec.size_multiple} contradicts its architecture's "
                 f"(ArchSpec.size_multiple = {_ARCHS[rec.arch].size_multiple})"

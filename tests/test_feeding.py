@@ -71,6 +71,10 @@ def test_the_spec_validates_what_it_declares():
         registry.register_weights(right)
         assert get_record("feedtest.x").size_multiple == 4
         registry.unregister(right.name)
+        # A record that states none takes its architecture's.
+        registry.register_weights(dataclasses.replace(wrong, size_multiple=None))
+        assert get_record("feedtest.x").size_multiple == 4
+        registry.unregister(right.name)
 
 
 def test_to_network_and_back():

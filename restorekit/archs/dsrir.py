@@ -329,7 +329,6 @@ _BUNDLED = BundledSource(
 )
 _SHIPPED = dict(  # what the four records share: the one network and its training
     config=dict(SPEC.default_config),
-    size_multiple=SIZE_MULTIPLE,
     params=3_516_837,
     license="MIT (restorekit)",
     origin=(

@@ -384,7 +384,6 @@ LICENSE_NOTICE = (
 # docs or issues), so none is invented here: resolve() fetches them only with trust on first use
 # (RESTOREKIT_ALLOW_UNPINNED=1). No restorekit-made copy is on the hub.
 _PADDLEGAN = dict(
-    size_multiple=SIZE_MULTIPLE,
     license=LICENSE,
     license_notice=LICENSE_NOTICE,
     paper=_PAPER,
