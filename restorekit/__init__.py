@@ -12,16 +12,18 @@ from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
 
-__all__ = ["Restorer", "list_models", "model_info", "load_model", "__version__"]
+__all__ = ["Restorer", "analyze", "list_models", "model_info", "load_model", "__version__"]
 
 _LAZY = {
     "Restorer": ("restorer", "Restorer"),
+    "analyze": ("analysis", "analyze"),
     "list_models": ("registry", "list_models"),
     "model_info": ("registry", "model_info"),
     "load_model": ("weights", "load_model"),
 }
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .analysis import analyze
     from .registry import list_models, model_info
     from .restorer import Restorer
     from .weights import load_model
