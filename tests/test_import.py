@@ -19,12 +19,12 @@ def test_import_is_cheap_and_lazy():
 def test_public_names_resolve_lazily():
     import restorekit
 
-    assert set(restorekit.__all__) == {"Restorer", "list_models", "model_info", "load_model", "__version__"}
+    assert set(restorekit.__all__) == {"Restorer", "analyze", "list_models", "model_info", "load_model", "__version__"}
     assert "msrn.sr_x4" in restorekit.list_models()
     # In a fresh process: each public name imports its module only when first used, and is that module's object.
     code = (
         "import sys, restorekit\n"
-        "for name, module in [('model_info', 'registry'), ('load_model', 'weights'), ('Restorer', 'restorer')]:\n"
+        "for name, module in [('model_info', 'registry'), ('load_model', 'weights'), ('Restorer', 'restorer'), ('analyze', 'analysis')]:\n"
         "    module = 'restorekit.' + module\n"
         "    before = module in sys.modules\n"
         "    print(name, before, getattr(restorekit, name) is getattr(sys.modules[module], name))\n"
@@ -38,6 +38,7 @@ def test_public_names_resolve_lazily():
         "model_info False True",
         "load_model False True",
         "Restorer False True",
+        "analyze False True",
         "module 'restorekit' has no attribute 'Restorerr'",
     ], out
 
