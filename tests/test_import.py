@@ -24,7 +24,9 @@ def test_public_names_resolve_lazily():
     # In a fresh process: each public name imports its module only when first used, and is that module's object.
     code = (
         "import sys, restorekit\n"
-        "for name, module in [('model_info', 'registry'), ('load_model', 'weights'), ('Restorer', 'restorer'), ('analyze', 'analysis')]:\n"
+        "names = [('model_info', 'registry'), ('load_model', 'weights'), ('Restorer', 'restorer'),\n"
+        "         ('analyze', 'analysis')]\n"
+        "for name, module in names:\n"
         "    module = 'restorekit.' + module\n"
         "    before = module in sys.modules\n"
         "    print(name, before, getattr(restorekit, name) is getattr(sys.modules[module], name))\n"
