@@ -196,8 +196,10 @@ def main() -> None:
             print(json.dumps(row), flush=True)
             table.append(row)
     print()
-    print("| arch (record) | policy | ratio to today's default (min-max) | median s | compile s | GFLOP | GFLOP/s | "
-          "fraction of matmul |")
+    print(
+        "| arch (record) | policy | ratio to today's default (min-max) | median s | compile s | GFLOP | GFLOP/s | "
+        "fraction of matmul |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for r in table:
         scan = f" (scan {r['scan_gflop']})" if r["scan_gflop"] else ""
