@@ -55,6 +55,9 @@ _UNPINNED_HELP = (
     "fetch weights whose upstream publishes no checksum, trusting them on first use (default: only with "
     "RESTOREKIT_ALLOW_UNPINNED=1)"
 )
+_COMPILE_HELP = (
+    "run the network through torch.compile (slow first image per size; faster on some networks: docs/performance.md)"
+)
 _PROGRESS_HELP = "progress bars for downloads, tiles and images (default: when stderr is a terminal)"
 
 
@@ -86,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--weights", metavar="PATH", help="use this local weight file instead of the registered ones")
     _shared_options(r)
     r.add_argument("--tile", type=_tile, default="auto", help="auto, 0 for the whole image, or a tile size in px")
+    r.add_argument("--compile", action="store_true", help=_COMPILE_HELP)
     r.add_argument(
         "--mask",
         metavar="M",
@@ -154,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--weights", metavar="PATH", help="evaluate this local weight file")
     _shared_options(ev)
     ev.add_argument("--tile", type=_tile, default="auto", help="auto, 0 for the whole image, or a tile size in px")
+    ev.add_argument("--compile", action="store_true", help=_COMPILE_HELP)
     ev.add_argument("--json", metavar="PATH", help="write the results as JSON")
     ev.add_argument("--csv", metavar="PATH", help="write the per-image results as CSV")
     ev.add_argument("--target", metavar="FILTER", help="score against a filter of the clean images, e.g. l0smooth:0.02")
@@ -187,6 +192,7 @@ def _run(args: argparse.Namespace) -> int:
         allow_unpinned=args.allow_unpinned,
         progress=args.progress,
         lam=args.lam,
+        compile=args.compile,
     )
     report = run_batch(
         restorer,
@@ -273,6 +279,7 @@ def _eval(args: argparse.Namespace) -> int:
         allow_unpinned=args.allow_unpinned,
         progress=args.progress,
         target=args.target,
+        compile=args.compile,
     )
     print(result.table())
     wanted = [p for p in (args.json, args.csv) if p]

@@ -175,6 +175,7 @@ def evaluate(
     allow_unpinned: bool | None = None,
     progress: bool | None = None,
     target: str | None = None,
+    compile: bool = False,  # noqa: A002 - Restorer's keyword
 ) -> EvalResult:
     """Measure ``model`` (a registered name or a method: ``bicubic``, ``identity``, ``nearest``, ``l0smooth``)
     on the benchmark folder ``data``.
@@ -191,6 +192,7 @@ def evaluate(
     ``device``, ``dtype``, ``allow_unpinned`` and ``progress`` mean what they mean for
     :class:`~restorekit.Restorer` (:mod:`restorekit.options`); ``progress`` covers the weights' download, the
     tiles and the images (None: bars when stderr is a terminal). They are checked for the baselines too.
+    ``compile=True`` runs a network through ``torch.compile`` (:class:`~restorekit.Restorer`'s ``compile=``).
     """
     options = run_options(device, dtype, allow_unpinned, progress)
     deg = parse(degradation) if isinstance(degradation, str) else degradation
@@ -198,7 +200,9 @@ def evaluate(
         if scale is not None and scale != deg.scale:
             raise InputError(f"--scale {scale} contradicts the degradation {deg}")
         scale = deg.scale
-    restore, task, scale, label, condition = _model(model, task, scale, weights, pretrained, options, tile, deg)
+    restore, task, scale, label, condition = _model(
+        model, task, scale, weights, pretrained, options, tile, deg, compile=compile
+    )
     _check_condition(label, condition, deg)
     layout, pairs = find_pairs(data, scale if scale > 1 else None)
     clean = layout == "clean images"
@@ -298,12 +302,15 @@ def _model(
     options: RunOptions,
     tile: int | str | None,
     deg: Degradation | None = None,
+    compile: bool = False,  # noqa: A002 - Restorer's keyword
 ) -> tuple[Restore, str, int, str, str | None]:
     """(restore function on (1, C, H, W) and a (1, 1, H, W) mask or None, task, scale, label, condition).
 
     ``condition`` is the masked spec kind the model needs (``"mask"``, ``"hints"``), None for none.
     """
     if is_method(model):  # the catalogue: bicubic, identity, nearest, l0smooth (restorekit.methods)
+        if compile is not False:
+            raise InputError(f"{model} is a method without a network: compile does not apply")
         masked = deg.condition if deg is not None else None
         bound = bind(model, task=task, scale=scale, condition=masked, device=options.device, context=_str(deg))
         return bound.restore, bound.task, bound.scale, bound.label, bound.condition
@@ -328,6 +335,7 @@ def _model(
         tile=tile,
         allow_unpinned=options.allow_unpinned,
         progress=options.progress,
+        compile=compile,
     )
     from .image import Planar
 

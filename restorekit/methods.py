@@ -326,6 +326,7 @@ def runner(
     allow_unpinned: bool | None = None,
     progress: bool | None = None,
     lam: float | None = None,
+    compile: bool = False,  # noqa: A002 - Restorer's keyword
 ) -> Any:
     """What ``restorekit run MODEL`` drives: a catalogue method (:class:`MethodRunner`, or
     :class:`~restorekit.filters.L0Smooth` for ``l0smooth``) or a :class:`~restorekit.Restorer` for a registered
@@ -337,6 +338,7 @@ def runner(
             "--weights": weights is not None,
             "--dtype": dtype != "auto",
             "--allow-unpinned": allow_unpinned is not None,
+            "--compile": compile is not False,
             "--scale": scale is not None and not method.upscales,
             "--task": task is not None and (method.tasks is None or task not in method.tasks),
         }
@@ -369,6 +371,7 @@ def runner(
             tile=tile,
             allow_unpinned=allow_unpinned,
             progress=progress,
+            compile=compile,
         )
     except UnknownModelError as err:
         raise unknown_name(err, model) from None

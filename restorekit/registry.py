@@ -21,6 +21,7 @@ from types import MappingProxyType
 from typing import Any
 
 from .errors import UnknownModelError
+from .policy import ArchPolicy
 
 __all__ = [
     "ArchSpec",
@@ -93,6 +94,8 @@ class ArchSpec:
     condition: str | Callable[[Mapping[str, Any]], str | None] | None = None
     # Input sides must divide by this: the Restorer pads to it and tiles in steps of it (every record agrees).
     size_multiple: int = 1
+    # The measured inference policy per device type (memory format; where torch.compile pays): restorekit/policy.py.
+    policy: ArchPolicy = ArchPolicy()
 
     def condition_for(self, config: Mapping[str, Any]) -> str | None:
         """What a network built from ``config`` (over the defaults) is conditioned on: ``"mask"``, ``"hints"`` or
@@ -118,6 +121,8 @@ class ArchSpec:
             raise ValueError(f"{self.name}: condition must be None or one of {CONDITIONS}, not {self.condition!r}")
         if isinstance(self.size_multiple, bool) or not isinstance(self.size_multiple, int) or self.size_multiple < 1:
             raise ValueError(f"{self.name}: size_multiple must be a positive int, not {self.size_multiple!r}")
+        if not isinstance(self.policy, ArchPolicy):
+            raise ValueError(f"{self.name}: policy must be a restorekit.policy.ArchPolicy, not {self.policy!r}")
 
 
 @dataclass(frozen=True)

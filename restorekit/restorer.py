@@ -27,6 +27,7 @@ from .devices import pick_device
 from .errors import InputError, RestorekitError
 from .feeding import Feeding
 from .options import run_options
+from .policy import check_compile, compile_model, prepare_input, prepare_model
 from .registry import ArchSpec, WeightRecord, get_arch, get_record
 from .tiling import TilePlan, auto_tile_size, free_memory, is_oom, run_tiled
 
@@ -70,6 +71,12 @@ class Restorer:
     or a half precision the record validates on an accelerator; ``allow_unpinned`` opts in to weights whose
     upstream publishes no checksum (None: ``$RESTOREKIT_ALLOW_UNPINNED``); ``progress`` shows bars for the
     weights' download and for tiles (None: when stderr is a terminal).
+
+    The network runs in its architecture's measured inference policy for the device (memory format,
+    :mod:`restorekit.policy`; ``self.policy``), which changes the speed, never the results beyond float rounding.
+    ``compile=True`` also runs it through ``torch.compile`` (inductor; the first image of each new size family
+    compiles for tens of seconds; docs/performance.md says on which networks it pays); a machine that cannot
+    compile is refused with a :class:`~restorekit.errors.RestorekitError`.
     """
 
     def __init__(
@@ -85,9 +92,11 @@ class Restorer:
         pretrained: bool = True,
         allow_unpinned: bool | None = None,
         progress: bool | None = None,
+        compile: bool = False,  # noqa: A002 - the keyword users know from torch.compile
     ) -> None:
         from .weights import load_model
 
+        self.compile = check_compile(compile)
         self.options = run_options(device, dtype, allow_unpinned, progress)
         self.record: WeightRecord = get_record(name, task, scale=scale)
         self.spec: ArchSpec = get_arch(self.record.arch)
@@ -116,9 +125,20 @@ class Restorer:
         # colouriser 0.5 dB (0.2 dB with an empty mask there) and moves inpainting by under 0.03 dB.
         radius = self.spec.receptive_field_for(self.record.config)
         self.context = 0 if self.feeding.condition else _CONTEXT if radius is None else min(_CONTEXT, radius)
+        # The measured policy of the architecture on this device (restorekit/policy.py): the weights' memory format
+        # here, the input's in _run_tile. The half copy inherits it.
+        self.policy = self.spec.policy.for_device(self.device)
+        prepare_model(self.model, self.policy)
         self._half: torch.nn.Module | None = None
         if self.dtype != torch.float32:
             self._half = copy.deepcopy(self.model).to(self.dtype)
+        # What _run_tile calls: the modules themselves, or their torch.compile'd forms (compiled lazily, per shape).
+        self._net: Callable[..., Any] = self.model
+        self._half_net: Callable[..., Any] | None = self._half
+        if self.compile:
+            self._net = compile_model(self.model, self.device, self.record.name)
+            if self._half is not None:
+                self._half_net = compile_model(self._half, self.device, self.record.name)
         margin = radius if radius is not None else _UNBOUNDED_MARGIN
         m = self.feeding.size_multiple
         self.margin = -(-margin // m) * m
@@ -381,16 +401,18 @@ class Restorer:
             bar.close()
 
     def _run_tile(self, x: torch.Tensor) -> torch.Tensor:
-        """One forward pass on the device; a non-finite half-precision result is redone in fp32."""
+        """One forward pass on the device, the input laid out as the policy says; a non-finite half-precision
+        result is redone in fp32."""
+        x = prepare_input(x, self.policy)
         with torch.inference_mode():
-            if self._half is not None:
-                y = self._select(self._half(x.to(self.dtype)))
+            if self._half_net is not None:
+                y = self._select(self._half_net(x.to(self.dtype)))
                 if bool(torch.isfinite(y).all()):
                     return y.float()
                 log.warning(
                     "%s: non-finite %s output on a tile; recomputing it in float32", self.record.name, self.dtype
                 )
-            return self._select(self.model(x.float()))
+            return self._select(self._net(x.float()))
 
     def _select(self, out: Any) -> torch.Tensor:
         if self.spec.select_output is not None:

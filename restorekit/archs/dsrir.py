@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InputError
+from ..policy import ArchPolicy, InferencePolicy
 from ..registry import ArchSpec, BundledSource, WeightRecord, psnr_ssim, register_arch, register_weights
 
 # Grids per level: SubNet1 8/4/2 at 1, 1/2 and 1/4 resolution, SubNet2 4/2 at 1 and 1/2, SubNet3 8/4/2/1
@@ -282,6 +283,9 @@ _FOOTPRINT = 4_280.0
 SPEC = register_arch(
     ArchSpec(
         name="dsrir",
+        # channels_last on the CPU: 0.88 at 128 px, 0.94 at 256 px of contiguous time, same results
+        # (python tests/benchmarks/bench_policy.py --size 256 --repeats 4 --no-compile; docs/performance.md).
+        policy=ArchPolicy(cpu=InferencePolicy(memory_format="channels_last")),
         build=_build,
         default_config={
             "in_c": 3,

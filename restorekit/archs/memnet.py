@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConversionError
+from ..policy import ArchPolicy, InferencePolicy
 from ..registry import ArchSpec, UrlSource, WeightRecord, psnr_ssim, register_arch, register_weights
 
 
@@ -631,6 +632,9 @@ _M6R6 = {"blocks": 6, "recursions": 6, "channels": 64, "in_channels": 1, "bn_eps
 SPEC = register_arch(
     ArchSpec(
         name="memnet",
+        # channels_last on the CPU: 0.91 at 128 px, 0.93 at 256 px of contiguous time, same results
+        # (python tests/benchmarks/bench_policy.py --size 256 --repeats 4 --no-compile; docs/performance.md).
+        policy=ArchPolicy(cpu=InferencePolicy(memory_format="channels_last")),
         build=_build,
         default_config=_M6R6,
         tiny_config={"channels": 4, "blocks": 2, "recursions": 2},

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConversionError, InputError
+from ..policy import ArchPolicy, InferencePolicy
 from ..registry import ArchSpec, UrlSource, WeightRecord, psnr_ssim, register_arch, register_weights
 
 SIZE_MULTIPLE = 8  # two 2x downsamplings inside each quarter patch of a 2x2 split
@@ -350,6 +351,9 @@ _FOOTPRINT = {96: 9_560.0, 80: 7_040.0, 40: 4_290.0}
 SPEC = register_arch(
     ArchSpec(
         name="mprnet",
+        # channels_last on the CPU: 0.95 at 128 px, 0.56 at 256 px of contiguous time, same results
+        # (python tests/benchmarks/bench_policy.py --size 256 --repeats 4 --no-compile; docs/performance.md).
+        policy=ArchPolicy(cpu=InferencePolicy(memory_format="channels_last")),
         build=_build,
         default_config={
             "n_feat": 96,

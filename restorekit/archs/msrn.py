@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..policy import ArchPolicy, InferencePolicy
 from ..registry import ArchSpec, UrlSource, WeightRecord, psnr_ssim, register_arch, register_weights
 
 DIV2K_MEAN = (0.4488, 0.4371, 0.4040)
@@ -130,6 +131,9 @@ _FOOTPRINT = {2: 8_950, 3: 11_800, 4: 16_450, 8: 43_200}
 SPEC = register_arch(
     ArchSpec(
         name="msrn",
+        # channels_last on the CPU: 0.88 at 128 px, 0.82 at 256 px of contiguous time, same results
+        # (python tests/benchmarks/bench_policy.py --size 256 --repeats 4 --no-compile; docs/performance.md).
+        policy=ArchPolicy(cpu=InferencePolicy(memory_format="channels_last")),
         build=_build,
         default_config={"scale": 4, "n_feats": 64, "n_blocks": 8, "n_colors": 3, "rgb_range": 255.0},
         tiny_config={"n_feats": 4, "n_blocks": 2},
