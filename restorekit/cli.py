@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--engine",
         choices=("local", "ray"),
         default="local",
-        help='local: in this process (the default); ray: on a Ray cluster or all cores here, one model per actor '
+        help="local: in this process (the default); ray: on a Ray cluster or all cores here, one model per actor "
         '(pip install "restorekit[ray]"; see docs/scale.md)',
     )
     r.add_argument(
