@@ -104,6 +104,22 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="LO:HI",
         help="float images (e.g. float TIFF) whose values are not in 0..1: their range, e.g. 0:255 or -1:1",
     )
+    r.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local: in this process (the default); ray: on a Ray cluster or all cores here, one model per actor "
+        '(pip install "restorekit[ray]"; see docs/scale.md)',
+    )
+    r.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="--engine ray: the cluster to join (auto on one of its nodes, ray://HOST:10001); default: "
+        "$RAY_ADDRESS, else a local Ray",
+    )
+    r.add_argument(
+        "--actors", type=int, metavar="N", help="--engine ray: models at once (default: one per GPU, else per CPU)"
+    )
     r.set_defaults(func=_run)
 
     ls = sub.add_parser(
@@ -181,6 +197,12 @@ def _run(args: argparse.Namespace) -> int:
     from .batch import run_batch
     from .methods import runner
 
+    if args.engine == "ray":
+        return _run_ray(args)
+    if args.ray_address is not None or args.actors is not None:
+        from .errors import InputError
+
+        raise InputError("--ray-address and --actors are options of --engine ray; add --engine ray or drop them")
     restorer = runner(
         args.model,
         args.task,
@@ -204,6 +226,34 @@ def _run(args: argparse.Namespace) -> int:
         input_range=args.input_range,
     )
     for src, reason in report.failed:
+        print(f"restorekit: failed: {src}: {reason}", file=sys.stderr)
+    print(report.summary())
+    return 0 if report.ok else 1
+
+
+def _run_ray(args: argparse.Namespace) -> int:
+    from .distributed import run_ray
+
+    report = run_ray(
+        args.model,
+        args.inputs,
+        args.output,
+        task=args.task,
+        scale=args.scale,
+        weights=args.weights,
+        device=args.device,
+        dtype=args.dtype,
+        tile=args.tile,
+        allow_unpinned=args.allow_unpinned,
+        lam=args.lam,
+        overwrite=args.overwrite,
+        masks=args.mask,
+        input_range=args.input_range,
+        actors=args.actors,
+        address=args.ray_address,
+        progress=args.progress,
+    )
+    for src, reason in report.failed:  # as the local engine reports
         print(f"restorekit: failed: {src}: {reason}", file=sys.stderr)
     print(report.summary())
     return 0 if report.ok else 1
