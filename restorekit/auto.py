@@ -23,8 +23,9 @@ The candidates, in order of preference (docs/auto.md, "Choosing the model", has 
   ``dsrir.denoise`` from it on (measured on CBSD68);
 - JPEG: MemNet's deblocker (``memnet.jpeg_q10``/``_q20`` by the quality read from the file) for quality ≤
   :data:`JPEG_DEBLOCK_MAX`, when its weights are there; else nothing (a Gaussian denoiser does not help, measured);
-- rain: ``dsrir.derain``; haze: ``dsrir.dehaze`` (the all-in-one network: noise, rain and haze found together
-  take one pass of it).
+- rain: ``dsrir.derain``; haze: ``dsrir.dehaze``, only with ``task="dehaze"`` (the haze score also marks clear
+  photos of bright, low-contrast scenes; otherwise the plan notes the haze and how to remove it). DSRIR is one
+  all-in-one network: noise, rain and haze found together take one pass of it.
 
 A finding whose ``present`` is None (the measurement could not decide), and a kind no model answers, never act.
 """
@@ -82,6 +83,9 @@ MEMNET_DENOISE_FROM = 30.0
 MEMNET_JPEG = {10: "memnet.jpeg_q10", 20: "memnet.jpeg_q20"}
 JPEG_DEBLOCK_MAX = 30
 BUNDLED_DENOISERS = ("spatial_rnn.denoise", "dsrir.denoise")
+# Kinds acted on only when task= names them: the dark-channel haze score also marks clear photos of bright,
+# low-contrast scenes (3 of the first 20 clean CBSD68 images), and a clean image must come back unchanged.
+ASK_FIRST = frozenset({"haze"})
 
 # Every model auto may choose, per kind.
 CANDIDATES: dict[str, tuple[str, ...]] = {
@@ -308,6 +312,12 @@ def plan(analysis: Analysis, available: Iterable[str] | None = None, task: str |
         if not f.present:
             if kind_wanted is not None:
                 notes.append(f"task={task}: no {f.kind} found ({describe(f)}); nothing to do")
+            continue
+        if f.kind in ASK_FIRST and kind_wanted is None:
+            notes.append(
+                f"{describe(f)}: not removed unasked (the detector also fires on clear photos of bright, "
+                f"low-contrast scenes); pass task={_KIND_TASK[f.kind]!r} to remove it"
+            )
             continue
         model, why = _CHOOSERS[f.kind](f, usable)
         if model is None:
