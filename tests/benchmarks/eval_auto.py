@@ -117,6 +117,7 @@ def main() -> None:
         t0 = time.perf_counter()
         per: dict[str, list[float]] = {m: [] for m in candidates}
         inputs, autos, choices = [], [], Counter()
+        exact = 0
         for path in images:
             truth = read_image(path).color[None]
             x, jpg = degrade(spec, truth, _image_seed(args.seed, path.name), tmp, path.name)
@@ -132,6 +133,9 @@ def main() -> None:
             if auto is not None:
                 source = jpg if jpg is not None else x[0].permute(1, 2, 0).numpy()
                 plan = auto.plan_for(source)
+                if "jpeg:" in spec:
+                    true_q = int(spec.split("jpeg:")[1])
+                    exact += plan.analysis.jpeg_quality == true_q
                 chain = [step.model for step in plan.steps]
                 choices[" then ".join(chain) or "unchanged"] += 1
                 if not chain:
@@ -165,6 +169,9 @@ def main() -> None:
             gain = means[oracle] - mean_in
             kept = (mean_auto - mean_in) / gain if gain > 1e-9 else None
             row.update(auto=mean_auto, kept=kept, choices=dict(choices))
+            if "jpeg:" in spec:
+                row["quality_exact"] = exact
+                line += f"; quality read exactly on {exact}/{len(images)}"
             line += f"; auto {mean_auto:.2f} ({mean_auto - means[oracle]:+.2f} dB vs the oracle"
             line += f", keeps {100 * kept:.1f} % of its gain)" if kept is not None else ")"
             line += "; auto chose " + ", ".join(f"{k} x{v}" for k, v in choices.most_common())
