@@ -22,7 +22,8 @@ The candidates, in order of preference (docs/auto.md, "Choosing the model", has 
   when its weights are there; else ``spatial_rnn.denoise`` below σ̂ :data:`DENOISE_CROSSOVER` and
   ``dsrir.denoise`` from it on (measured on CBSD68);
 - JPEG: MemNet's deblocker (``memnet.jpeg_q10``/``_q20`` by the quality read from the file) for quality ≤
-  :data:`JPEG_DEBLOCK_MAX`, when its weights are there; else nothing (a Gaussian denoiser does not help, measured);
+  :data:`JPEG_DEBLOCK_MAX`, when its weights are there; else the blind ``spatial_rnn.denoise`` up to quality
+  :data:`JPEG_DENOISER_MAX` (a small measured gain), and nothing above it (where it loses);
 - rain: ``dsrir.derain``; haze: ``dsrir.dehaze``, only with ``task="dehaze"`` (the haze score also marks clear
   photos of bright, low-contrast scenes; otherwise the plan notes the haze and how to remove it). DSRIR is one
   all-in-one network: noise, rain and haze found together take one pass of it.
@@ -56,6 +57,7 @@ __all__ = [
     "CANDIDATES",
     "DENOISE_CROSSOVER",
     "JPEG_DEBLOCK_MAX",
+    "JPEG_DENOISER_MAX",
     "TASKS",
     "AutoRun",
     "Plan",
@@ -82,6 +84,9 @@ MEMNET_DENOISE_FROM = 30.0
 # The authors' deblocker is one network for quality 10 and 20; above this quality the blocking is mild.
 MEMNET_JPEG = {10: "memnet.jpeg_q10", 20: "memnet.jpeg_q20"}
 JPEG_DEBLOCK_MAX = 30
+# Without a deblocker, the blind spatial RNN denoiser still gains a little on CBSD68 JPEGs up to this quality
+# (+0.19 dB at 10, +0.07 at 20) and loses above it (-0.03 at 30, -0.16 at 40): tests/benchmarks/eval_auto.py.
+JPEG_DENOISER_MAX = 20
 BUNDLED_DENOISERS = ("spatial_rnn.denoise", "dsrir.denoise")
 # Kinds acted on only when task= names them: the dark-channel haze score also marks clear photos of bright,
 # low-contrast scenes (3 of the first 20 clean CBSD68 images), and a clean image must come back unchanged.
@@ -251,7 +256,17 @@ def _choose_jpeg(f: Finding, available: set[str]) -> tuple[str | None, str]:
     name = _nearest(MEMNET_JPEG, 10 if quality is None else quality, available)
     if name is not None:
         return name, "the authors' MemNet deblocker (one network for quality 10 and 20), its nearest record"
-    return None, _missing("jpeg") + " (a Gaussian denoiser does not remove JPEG artefacts: measured, docs/auto.md)"
+    srnn = BUNDLED_DENOISERS[0]
+    if (quality is None or quality <= JPEG_DENOISER_MAX) and srnn in available:
+        return srnn, (
+            f"{_missing('jpeg')}; the bundled blind denoiser helps a little at quality up to {JPEG_DENOISER_MAX} "
+            "(measured on CBSD68, docs/auto.md)"
+        )
+    return None, _missing("jpeg") + (
+        f" (the bundled denoiser makes quality {quality} files slightly worse: measured, docs/auto.md)"
+        if quality is not None and quality > JPEG_DENOISER_MAX
+        else ""
+    )
 
 
 def _choose_one(f: Finding, available: set[str]) -> tuple[str | None, str]:
