@@ -23,7 +23,6 @@ import torch.nn.functional as F
 from PIL import Image
 
 from . import image as rkimage
-from .auto import AutoRun
 from .devices import pick_device
 from .errors import InputError, RestorekitError
 from .feeding import Feeding
@@ -31,7 +30,7 @@ from .options import run_options
 from .registry import ArchSpec, WeightRecord, get_arch, get_record
 from .tiling import TilePlan, auto_tile_size, free_memory, is_oom, run_tiled
 
-__all__ = ["AutoRestorer", "Restorer", "pick_device", "pick_dtype"]
+__all__ = ["Restorer", "pick_device", "pick_dtype"]
 
 log = logging.getLogger("restorekit")
 
@@ -140,7 +139,7 @@ class Restorer:
     def __new__(cls, *args: Any, **kwargs: Any) -> Restorer:
         # Restorer("auto", ...) measures each image and picks the model (restorekit.auto).
         auto = cls is Restorer and (args[0] if args else kwargs.get("name")) == "auto"
-        return super().__new__(AutoRestorer if auto else cls)
+        return super().__new__(_auto_restorer() if auto else cls)
 
     def __repr__(self) -> str:
         return (
@@ -586,14 +585,25 @@ def _resize(x: torch.Tensor, scale: int) -> torch.Tensor:
     return imresize(x, scale)
 
 
-class AutoRestorer(AutoRun, Restorer):
-    """``Restorer("auto")``: :class:`restorekit.auto.AutoRun` with this module's input checks and models."""
+_AUTO: list[type] = []
 
-    def _model(self, name: str, **options: Any) -> Restorer:
-        return Restorer(name, **options)
 
-    def _unit(self, x: torch.Tensor, value_range: Any, what: str) -> torch.Tensor:
-        return _unit_range(x, _check_input_range(value_range), what)
+def _auto_restorer() -> type:
+    """``Restorer("auto")``'s class, built on first use (so that importing restorer does not import analysis)."""
+    if not _AUTO:
+        from .auto import AutoRun
 
-    def _check_tensor(self, x: torch.Tensor) -> None:
-        _check_tensor(x)
+        class AutoRestorer(AutoRun, Restorer):
+            """``Restorer("auto")``: :class:`restorekit.auto.AutoRun` with this module's input checks and models."""
+
+            def _model(self, name: str, **options: Any) -> Restorer:
+                return Restorer(name, **options)
+
+            def _unit(self, x: torch.Tensor, value_range: Any, what: str) -> torch.Tensor:
+                return _unit_range(x, _check_input_range(value_range), what)
+
+            def _check_tensor(self, x: torch.Tensor) -> None:
+                _check_tensor(x)
+
+        _AUTO.append(AutoRestorer)
+    return _AUTO[0]
