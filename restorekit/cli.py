@@ -2,6 +2,7 @@
 
 restorekit run msrn.sr_x4 photos/ -o out/
 restorekit run spatial_rnn.inpaint photos/ -o out/ --mask masks/
+restorekit run auto photos/ -o out/ --explain
 restorekit list --task sr
 restorekit info msrn.sr_x4
 restorekit download msrn.sr_x2 msrn.sr_x4
@@ -79,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="restore image files, folders or globs into a folder")
     r.add_argument(
         "model",
-        help="arch.tag (e.g. msrn.sr_x4), an architecture name, or a method: bicubic (with --scale), identity, "
+        help="arch.tag (e.g. msrn.sr_x4), an architecture name, auto (measure each image and pick the model; "
+        "--task narrows it, --explain prints why), or a method: bicubic (with --scale), identity, "
         "nearest (with --mask), l0smooth[:LAMBDA]",
     )
     r.add_argument("inputs", nargs="+", metavar="INPUT", help="files, folders (searched recursively) or globs")
@@ -97,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
         "stem.png); white = known, black = to fill",
     )
     r.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
+    r.add_argument("--explain", action="store_true", help="auto: print what was measured and chosen for each file")
     r.add_argument("--lam", type=float, help="l0smooth only: the L0 weight lambda (default 0.02)")
     r.add_argument(
         "--input-range",
@@ -195,6 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from .batch import run_batch
+    from .errors import InputError
     from .methods import runner
 
     if args.engine == "ray":
@@ -216,6 +220,10 @@ def _run(args: argparse.Namespace) -> int:
         lam=args.lam,
         compile=args.compile,
     )
+    if args.explain:
+        if not hasattr(restorer, "on_plan"):
+            raise InputError(f"--explain is for the auto model (restorekit run auto ...), not {args.model}")
+        restorer.on_plan = lambda plan: print(plan.explain(), flush=True)
     report = run_batch(
         restorer,
         args.inputs,

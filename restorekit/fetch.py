@@ -34,7 +34,7 @@ from .weightfile import (
     sha256_file,
 )
 
-__all__ = ["resolve", "BUNDLED_DIR", "converted_path"]
+__all__ = ["resolve", "available_locally", "BUNDLED_DIR", "converted_path"]
 
 # Module attribute (not a constant baked into functions) so tests can point it at a temporary folder.
 BUNDLED_DIR = Path(__file__).parent / "weights"
@@ -410,6 +410,39 @@ def _unpinned_message(record: WeightRecord, attempts: list[str]) -> str:
 
 def _allow_unpinned(explicit: bool | None) -> bool:
     return unpinned_allowed() if explicit is None else explicit
+
+
+def available_locally(record: WeightRecord) -> Path | None:
+    """The verified local file :func:`resolve` would use for ``record`` without any download, or None.
+
+    Looks where :func:`resolve` looks before it downloads, in the same order (the bundled file, the Hugging
+    Face cache, the converted upstream checkpoint in ``cache_dir()/converted``), checks each against its
+    digest as :func:`resolve` does, and never touches the network; unlike :func:`resolve` it deletes nothing
+    (a damaged file is just not available). ``restorekit download NAME`` makes a record available.
+    """
+    if not record.published:
+        return None
+    if record.bundled is not None:
+        path = BUNDLED_DIR / record.bundled.filename
+        if path.is_file() and known_sha256(path) == record.bundled.sha256:
+            return path
+    hub = record.hub if record.hub is not None and record.hub.published else None
+    if hub is not None:
+        try:
+            path = _hf_cached(hub)
+        except (OSError, ValueError):  # an unreadable cache folder: as good as no cache
+            path = None
+        if path is not None and _hub_digest_problem(path, hub) is None:
+            return path
+    if record.upstream is not None:
+        path = converted_path(record)
+        try:
+            expected = _sidecar(path).read_text().split()[0].strip().lower() if path.is_file() else None
+        except (OSError, IndexError):
+            expected = None
+        if expected is not None and known_sha256(path) == expected:
+            return path
+    return None
 
 
 def resolve(record: WeightRecord, *, progress: bool | None = None, allow_unpinned: bool | None = None) -> Path:

@@ -329,9 +329,10 @@ def runner(
     compile: bool = False,  # noqa: A002 - Restorer's keyword
 ) -> Any:
     """What ``restorekit run MODEL`` drives: a catalogue method (:class:`MethodRunner`, or
-    :class:`~restorekit.filters.L0Smooth` for ``l0smooth``) or a :class:`~restorekit.Restorer` for a registered
-    model. Options that do not apply to a method (weights, dtype, unpinned downloads, a scale it cannot use) are
-    refused rather than ignored; an unknown name says which models and methods are close."""
+    :class:`~restorekit.filters.L0Smooth` for ``l0smooth``), a :class:`~restorekit.Restorer` for a registered
+    model, or for ``auto`` the Restorer that measures each image and picks the model (:mod:`restorekit.auto`;
+    ``task`` narrows its choice). Options that do not apply to a method (weights, dtype, unpinned downloads, a
+    scale it cannot use) are refused rather than ignored; an unknown name says which models and methods are close."""
     if is_method(model):
         method, params = parse_method(model)
         flags = {

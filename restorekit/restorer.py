@@ -156,6 +156,11 @@ class Restorer:
         """1 for a model that takes ``mask=`` (one more input channel), else 0."""
         return self.feeding.mask_channels
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> Restorer:
+        # Restorer("auto", ...) measures each image and picks the model (restorekit.auto).
+        auto = cls is Restorer and (args[0] if args else kwargs.get("name")) == "auto"
+        return super().__new__(_auto_restorer() if auto else cls)
+
     def __repr__(self) -> str:
         return (
             f"Restorer({self.record.name!r}, device={str(self.device)!r}, dtype={str(self.dtype)[6:]!r}, "
@@ -600,3 +605,27 @@ def _resize(x: torch.Tensor, scale: int) -> torch.Tensor:
     from .resize import imresize
 
     return imresize(x, scale)
+
+
+_AUTO: list[type] = []
+
+
+def _auto_restorer() -> type:
+    """``Restorer("auto")``'s class, built on first use (so that importing restorer does not import analysis)."""
+    if not _AUTO:
+        from .auto import AutoRun
+
+        class AutoRestorer(AutoRun, Restorer):
+            """``Restorer("auto")``: :class:`restorekit.auto.AutoRun` with this module's input checks and models."""
+
+            def _model(self, name: str, **options: Any) -> Restorer:
+                return Restorer(name, **options)
+
+            def _unit(self, x: torch.Tensor, value_range: Any, what: str) -> torch.Tensor:
+                return _unit_range(x, _check_input_range(value_range), what)
+
+            def _check_tensor(self, x: torch.Tensor) -> None:
+                _check_tensor(x)
+
+        _AUTO.append(AutoRestorer)
+    return _AUTO[0]
