@@ -395,7 +395,11 @@ class AutoRun:
         download: bool = False,
         available: Iterable[str] | None = None,
         on_plan: Callable[[Plan], None] | None = None,
+        compile: bool = False,  # noqa: A002 - Restorer's keyword, passed on to each chosen model
     ) -> None:
+        from .policy import check_compile
+
+        self.compile = check_compile(compile)
         if name != "auto":
             raise InputError(f"AutoRun is Restorer('auto'), not {name!r}")
         if scale not in (None, 1):
@@ -474,6 +478,7 @@ class AutoRun:
                 tile=self.tile,
                 allow_unpinned=self.options.allow_unpinned,
                 progress=self.options.progress,
+                compile=self.compile,
             )
         return self.models[key]
 

@@ -241,6 +241,11 @@ def _run(args: argparse.Namespace) -> int:
 
 def _run_ray(args: argparse.Namespace) -> int:
     from .distributed import run_ray
+    from .errors import InputError
+
+    unsupported = [flag for flag, on in (("--compile", args.compile), ("--explain", args.explain)) if on]
+    if unsupported:
+        raise InputError(f"{' and '.join(unsupported)} work with the local engine only; drop them or --engine ray")
 
     report = run_ray(
         args.model,
