@@ -9,6 +9,7 @@ restorekit download msrn.sr_x2 msrn.sr_x4
 restorekit convert MSRN_x4.pt msrn_x4.safetensors --model msrn.sr_x4
 restorekit convert MemNet_M6R6_80C64_GD-0000.params memnet_gd.safetensors --model memnet.denoise_s50
 restorekit eval bicubic --data ../shared/data/sr/Set5 --scale 4
+restorekit analyze photo.jpg scans/ --json
 """
 
 from __future__ import annotations
@@ -183,6 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--target", metavar="FILTER", help="score against a filter of the clean images, e.g. l0smooth:0.02")
     ev.add_argument("--overwrite", action="store_true", help="replace the --json/--csv files if they exist")
     ev.set_defaults(func=_eval)
+
+    an = sub.add_parser("analyze", help="measure what is wrong with images: JPEG quality, noise, haze, rain")
+    an.add_argument("inputs", nargs="+", metavar="IMG", help="image files, folders or globs")
+    an.add_argument("--json", action="store_true", help="print a JSON list of the analyses")
+    an.set_defaults(func=_analyze)
     return p
 
 
@@ -358,3 +364,30 @@ def _eval(args: argparse.Namespace) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    from .analysis import analyze
+    from .batch import expand_inputs
+    from .errors import RestorekitError
+
+    pairs, failed = expand_inputs(args.inputs)
+    results = []
+    for src, _ in pairs:
+        try:
+            results.append(analyze(src))
+        except (RestorekitError, OSError) as exc:
+            failed.append((str(src), str(exc)))
+    if args.json:
+        print(json.dumps([a.to_dict() for a in results], indent=2))
+    else:
+        for a in results:
+            print(f"{a.source}  {a.size[1]}x{a.size[0]}, {a.channels} channel(s): {'clean' if a.clean else 'degraded'}")
+            print(f"  {'KIND':<6} {'PRESENT':<8} {'VALUE':>8} {'CONF':>5}  METHOD")
+            for f in a.findings:
+                present = {True: "yes", False: "no", None: "unknown"}[f.present]
+                value = "-" if f.value is None else f"{f.value:g}"
+                print(f"  {f.kind:<6} {present:<8} {value:>8} {f.confidence:>5.2f}  {f.method}")
+    for src, reason in failed:
+        print(f"restorekit: failed: {src}: {reason}", file=sys.stderr)
+    return 1 if failed else 0
