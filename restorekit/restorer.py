@@ -133,12 +133,12 @@ class Restorer:
         if self.dtype != torch.float32:
             self._half = copy.deepcopy(self.model).to(self.dtype)
         # What _run_tile calls: the modules themselves, or their torch.compile'd forms (compiled lazily, per shape).
-        self._net: Callable[..., Any] = self.model
-        self._half_net: Callable[..., Any] | None = self._half
+        self._compiled: Callable[..., Any] | None = None
+        self._half_compiled: Callable[..., Any] | None = None
         if self.compile:
-            self._net = compile_model(self.model, self.device, self.record.name)
+            self._compiled = compile_model(self.model, self.device, self.record.name)
             if self._half is not None:
-                self._half_net = compile_model(self._half, self.device, self.record.name)
+                self._half_compiled = compile_model(self._half, self.device, self.record.name)
         margin = radius if radius is not None else _UNBOUNDED_MARGIN
         m = self.feeding.size_multiple
         self.margin = -(-margin // m) * m
@@ -410,14 +410,14 @@ class Restorer:
         result is redone in fp32."""
         x = prepare_input(x, self.policy)
         with torch.inference_mode():
-            if self._half_net is not None:
-                y = self._select(self._half_net(x.to(self.dtype)))
+            if self._half is not None:
+                y = self._select((self._half_compiled or self._half)(x.to(self.dtype)))
                 if bool(torch.isfinite(y).all()):
                     return y.float()
                 log.warning(
                     "%s: non-finite %s output on a tile; recomputing it in float32", self.record.name, self.dtype
                 )
-            return self._select(self._net(x.float()))
+            return self._select((self._compiled or self.model)(x.float()))
 
     def _select(self, out: Any) -> torch.Tensor:
         if self.spec.select_output is not None:
