@@ -450,7 +450,7 @@ NOISE_ESTIMATORS = {"mad": _sigma_mad, "pca": _sigma_pca, "weak_texture": _sigma
 _NOISE_ESTIMATOR = "weak_texture"
 # Clean photographs have noise of their own (film grain, sensor noise, 8-bit rounding): below NOISE_CLEAN
 # an image measures clean, from NOISE_PRESENT noisy, and in between "unknown" (weak noise that may be the
-# photograph's own). Chosen on the training photographs (BSD200, T91, Train400): see docs/auto.md.
+# photograph's own). Set on the training photographs (BSD200, T91, Train400); checks in docs/auto.md.
 NOISE_CLEAN = 3.0
 NOISE_PRESENT = 6.0
 _NOISE_METHODS = {
