@@ -1,0 +1,114 @@
+"""How well ``restorekit.analyze`` measures: σ error by σ, JPEG quality accuracy, clean false positives.
+
+Seeded degradations of the benchmark sets in ../shared/data (CBSD68 colour, Classic5 grey):
+
+- noise: ``degrade.gaussian_noise(quantize=True)`` (as a saved 8-bit file holds it) at each σ, seed = image index;
+  the error of the estimated σ (mean of the channels), mean and worst by σ, and how often σ 0 measures clean;
+- JPEG files: each image written by Pillow at each quality and read back by ``analyze(path)``: exact-match rate;
+- JPEG pixels: the same images decoded (an array that was once a JPEG): the blocking estimate's mean and worst error.
+
+    python tests/benchmarks/eval_analyze.py                 # all images (about 10 min on 2 loaded cores)
+    python tests/benchmarks/eval_analyze.py --limit 12
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from restorekit import analyze, degrade
+from restorekit.folders import image_files
+
+ROOT = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+SIGMAS = (0, 5, 10, 15, 25, 35, 50, 70)
+QUALITIES = (5, 10, 20, 30, 40, 50, 75, 95)
+
+
+def _load(path: Path) -> np.ndarray:
+    img = Image.open(path)
+    return np.asarray(img.convert("RGB" if img.mode not in ("L", "I;16") else "L"))
+
+
+def _tensor(a: np.ndarray) -> torch.Tensor:
+    t = torch.from_numpy(a).float() / 255
+    return (t[None] if t.ndim == 2 else t.permute(2, 0, 1))[None]
+
+
+def _array(t: torch.Tensor) -> np.ndarray:
+    a = (t[0].clamp(0, 1) * 255).round().to(torch.uint8)
+    return a[0].numpy() if a.shape[0] == 1 else a.permute(1, 2, 0).numpy()
+
+
+def noise_rows(name: str, images: list[np.ndarray]) -> list[str]:
+    rows = []
+    for sigma in SIGMAS:
+        errors, clean = [], 0
+        for i, a in enumerate(images):
+            noisy = _array(degrade.gaussian_noise(_tensor(a), sigma, seed=i, quantize=True))
+            report = analyze(noisy)
+            found = report.get("noise")
+            estimate = found.value if found.value is not None else 0.0
+            errors.append(estimate - sigma)
+            clean += not found.present
+        abs_err = [abs(e) for e in errors]
+        rows.append(
+            f"| {name} | σ {sigma} | {statistics.mean(errors):+.2f} | {statistics.mean(abs_err):.2f} | "
+            f"{max(abs_err):.2f} | {clean}/{len(images)} |"
+        )
+    return rows
+
+
+def jpeg_rows(name: str, images: list[np.ndarray], tmp: Path) -> list[str]:
+    rows = []
+    for q in QUALITIES:
+        exact, errors = 0, []
+        for i, a in enumerate(images):
+            path = tmp / f"{name}_{i}_{q}.jpg"
+            Image.fromarray(a).save(path, quality=q)
+            exact += analyze(path).jpeg_quality == q
+            est = analyze(np.asarray(Image.open(path))).get("jpeg")
+            errors.append(abs(est.value - q) if est.present and est.value is not None else float("nan"))
+        known = [e for e in errors if e == e]
+        err = f"{statistics.mean(known):.1f} | {max(known):.1f}" if known else "- | -"
+        rows.append(f"| {name} | q {q} | {exact}/{len(images)} | {len(known)}/{len(images)} | {err} |")
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data-root", type=Path, default=ROOT)
+    ap.add_argument("--limit", type=int, default=0, help="first N images of each set (0: all)")
+    ap.add_argument("--threads", type=int, default=0)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    sets = {"CBSD68": args.data_root / "denoise" / "CBSD68", "Classic5": args.data_root / "jpeg" / "Classic5"}
+    t0 = time.perf_counter()
+    noise, jpeg = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, folder in sets.items():
+            files = image_files(folder)
+            files = files[: args.limit] if args.limit else files
+            images = [_load(p) for p in files]
+            label = name if not args.limit else f"{name}, first {len(images)} images"
+            noise += noise_rows(label, images)
+            jpeg += jpeg_rows(label, images, Path(tmp))
+            print(f"{label}: done at {time.perf_counter() - t0:.0f} s", flush=True)
+    print("\n| set | noise | mean error (σ̂ − σ) | mean abs error | worst abs error | measured not noisy |")
+    print("|---|---|---|---|---|---|")
+    print("\n".join(noise))
+    print("\n| set | quality | file: exact | pixels: estimated | pixels: mean abs error | pixels: worst |")
+    print("|---|---|---|---|---|---|")
+    print("\n".join(jpeg))
+    print(f"\ntotal {time.perf_counter() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
