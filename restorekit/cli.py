@@ -124,6 +124,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--actors", type=int, metavar="N", help="--engine ray: models at once (default: one per GPU, else per CPU)"
     )
+    r.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        metavar="N",
+        help="threads decoding the next images and writing finished ones while the model runs (default 2; 0: none); "
+        "the outputs are the same either way",
+    )
     r.set_defaults(func=_run)
 
     ls = sub.add_parser(
@@ -238,6 +246,7 @@ def _run(args: argparse.Namespace) -> int:
         progress=args.progress,
         masks=args.mask,
         input_range=args.input_range,
+        workers=args.workers,
     )
     for src, reason in report.failed:
         print(f"restorekit: failed: {src}: {reason}", file=sys.stderr)
