@@ -18,7 +18,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from .errors import InputError, RestorekitError
 from .folders import image_files, is_inside
-from .image import IMAGE_EXTENSIONS, output_clashes
+from .image import IMAGE_EXTENSIONS, output_clashes, read_image, write_image
 
 __all__ = ["BatchReport", "ImageToImage", "expand_inputs", "find_mask", "run_batch"]
 
@@ -176,6 +176,8 @@ def run_batch(
     """
     from tqdm.auto import tqdm
 
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise InputError(f"workers must be a whole number >= 0, not {workers!r}")
     out = Path(out_dir)
     report = BatchReport()
     if out.exists() and not out.is_dir():
@@ -192,8 +194,6 @@ def run_batch(
     report.failed += missing
     # One check with Restorer.run(list, output=DIR): inputs are never overwritten, no two inputs share an output.
     clashes = output_clashes([(str(src), out / rel) for src, rel in pairs], [p for p, _ in pairs])
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
-        raise InputError(f"workers must be a whole number >= 0, not {workers!r}")
     bar = tqdm(
         pairs,
         desc=restorer.record.name,
@@ -201,43 +201,48 @@ def run_batch(
         disable=None if progress is None else not progress,
         file=sys.stderr,
     )
-    pipeline = _Pipeline(restorer, report, workers, input_range, bar) if workers and _pipelinable(restorer) else None
-    for i, (src, rel) in enumerate(bar):
-        target = out / rel
-        if i in clashes:
-            report.failed.append((str(src), clashes[i]))
-            continue
-        mask = None
-        if mask_path is not None:
-            mask = mask_path if mask_path.is_file() else find_mask(mask_path, rel)
-            if mask is None:
-                tried = f"{mask_path / rel}" + (
-                    "" if rel.suffix == ".png" else f" or {(mask_path / rel).with_suffix('.png')}"
-                )
-                report.failed.append((str(src), f"no mask for it: looked for {tried}"))
+    pipelined = workers > 0 and mask_path is None and _pipelinable(restorer)
+    pipeline = _Pipeline(restorer, report, workers, input_range, bar) if pipelined else None
+    try:
+        for i, (src, rel) in enumerate(bar):
+            target = out / rel
+            if i in clashes:
+                report.failed.append((str(src), clashes[i]))
+                continue
+            mask = None
+            if mask_path is not None:
+                mask = mask_path if mask_path.is_file() else find_mask(mask_path, rel)
+                if mask is None:
+                    tried = f"{mask_path / rel}" + (
+                        "" if rel.suffix == ".png" else f" or {(mask_path / rel).with_suffix('.png')}"
+                    )
+                    report.failed.append((str(src), f"no mask for it: looked for {tried}"))
+                    bar.set_postfix(failed=len(report.failed))
+                    continue
+            if target.exists() and not overwrite:
+                report.skipped.append(target)
+                continue
+            for tmp in _stale_temporaries(target):
+                tmp.unlink(missing_ok=True)
+            if pipeline is not None:
+                pipeline.add(src, target)
+                continue
+            options = {} if mask is None else {"mask": mask}
+            if input_range is not None:
+                options["input_range"] = input_range
+            try:
+                restorer.run(src, target, overwrite=True, **options)
+            except _REPORTED as err:
+                report.failed.append((str(src), str(err)))  # the caller reports these; the library prints nothing
                 bar.set_postfix(failed=len(report.failed))
                 continue
-        if target.exists() and not overwrite:
-            report.skipped.append(target)
-            continue
-        for tmp in _stale_temporaries(target):
-            tmp.unlink(missing_ok=True)
-        if pipeline is not None and mask is None:
-            pipeline.add(src, target)
-            continue
-        options = {} if mask is None else {"mask": mask}
-        if input_range is not None:
-            options["input_range"] = input_range
-        try:
-            restorer.run(src, target, overwrite=True, **options)
-        except (RestorekitError, OSError, ValueError) as err:
-            report.failed.append((str(src), str(err)))  # the caller reports these; the library prints nothing
-            bar.set_postfix(failed=len(report.failed))
-            continue
-        report.written.append(target)
-    if pipeline is not None:
-        pipeline.finish()
-    bar.close()
+            report.written.append(target)
+        if pipeline is not None:
+            pipeline.finish()
+    finally:
+        if pipeline is not None:
+            pipeline.close()
+        bar.close()
     return report
 
 
@@ -248,8 +253,9 @@ class _Pipeline:
     results are byte-identical to one at a time; only the I/O moves off the critical path.
 
     Work is queued by :meth:`add` and done in order, at most ``2 * workers`` decodes ahead and ``workers`` writes
-    behind, so memory stays bounded on a folder of any length. Failures land in the report as ``run_batch``'s
-    do; ``written`` keeps the input order."""
+    behind, so memory stays bounded on a folder of any length. ``written`` keeps the input order; a decode or
+    write failure lands in ``failed`` as one at a time reports it, but up to ``3 * workers`` files later than a
+    failure ``run_batch`` finds itself (a clash)."""
 
     def __init__(self, restorer: Any, report: BatchReport, workers: int, input_range: Any, bar: Any) -> None:
         from concurrent.futures import ThreadPoolExecutor
@@ -261,8 +267,6 @@ class _Pipeline:
         self.writes: deque = deque()  # (src, target, future of the written path)
 
     def add(self, src: Path, target: Path) -> None:
-        from .image import read_image
-
         self.reads.append((src, target, self.pool.submit(read_image, src)))
         while len(self.reads) > 2 * self.workers:
             self._compute_one()
@@ -272,8 +276,6 @@ class _Pipeline:
         self.bar.set_postfix(failed=len(self.report.failed))
 
     def _compute_one(self) -> None:
-        from .image import write_image
-
         src, target, decoded = self.reads.popleft()
         try:
             result = self.restorer.restore_planar(decoded.result(), input_range=self.input_range)
@@ -294,13 +296,16 @@ class _Pipeline:
         self.report.written.append(target)
 
     def finish(self) -> None:
-        try:
-            while self.reads:
-                self._compute_one()
-            while self.writes:
-                self._collect_one()
-        finally:
-            self.pool.shutdown(wait=True, cancel_futures=True)
+        """Restore what is still queued and wait for every write."""
+        while self.reads:
+            self._compute_one()
+        while self.writes:
+            self._collect_one()
+
+    def close(self) -> None:
+        """Drop queued work (an interrupted run) and wait for the writes already started: each one is atomic, so
+        a file is either complete or absent, and the next run redoes what is absent."""
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 _REPORTED = (RestorekitError, OSError, ValueError)

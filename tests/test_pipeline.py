@@ -103,3 +103,26 @@ def test_cli_workers_gives_the_same_files(weights, tmp_path, cli):
         done = cli("run", "msrn.sr_x2", str(folder), "-o", str(tmp_path / w), "--weights", str(weights), "--workers", w)
         assert done.returncode == 1 and "broken.png" in done.stderr  # that file fails, the rest is written
     assert _bytes(tmp_path / "0") == _bytes(tmp_path / "3") and len(_bytes(tmp_path / "3")) == 9
+
+
+def test_an_interrupted_run_keeps_only_complete_files(restorer, tmp_path, monkeypatch):
+    folder = _folder(tmp_path)
+    serial = run_batch(restorer, [folder], tmp_path / "serial", progress=False, workers=0)
+    real, calls = restorer.restore_planar, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(restorer, "restore_planar", interrupted)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        run_batch(restorer, [folder], out, progress=False, workers=2)
+    written = _bytes(out)
+    expected = _bytes(tmp_path / "serial")
+    assert 1 <= len(written) <= 3 and all(written[name] == expected[name] for name in written)
+    monkeypatch.undo()
+    resumed = run_batch(restorer, [folder], out, progress=False, workers=2)
+    assert len(resumed.skipped) == len(written) and _bytes(out) == expected and len(serial.written) == 9
