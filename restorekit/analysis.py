@@ -476,6 +476,116 @@ def _noise(planes: np.ndarray) -> Finding:
     return Finding("noise", present, round(sigma, 3), float(confidence), _NOISE_METHODS[_NOISE_ESTIMATOR], detail)
 
 
+# ------------------------------------------------------------------------------ noise under JPEG compression
+
+# Quantisation flattens the weakly textured patches the pixel estimate reads, so a noisy photo saved as a JPEG
+# measures almost clean there (sigma 25 at quality 30 reads about 1). The file's own coefficients still show it:
+# white noise of sigma (luma) adds N(0, sigma^2) to every 8x8 DCT coefficient (the JPEG DCT is orthonormal),
+# so a coefficient whose clean value is near 0 is quantised to nonzero with probability 2 (1 - Phi(Q / 2 sigma)).
+# The fit uses the AC frequencies above the five lowest, in the flattest blocks, chosen by their neighbours'
+# count of nonzero coefficients (noise is independent from block to block, texture is not), so the choice does
+# not select on the noise being measured.
+_UNDER_MEASURED = np.array(_ZIGZAG[6:])
+_UNDER_LOW = np.array(_ZIGZAG[1:6])
+_UNDER_FRACTION = 0.1  # the flattest tenth of the blocks
+_UNDER_SIGMAS = np.exp(np.linspace(math.log(0.25), math.log(160.0), 500))
+_UNDER_MAX_BLOCKS = 1 << 16  # larger images: every k-th row of blocks, so a 50 MP photo costs what 4 MP does
+# Clean photographs read above 0 here (texture the neighbours' counts do not catch): the estimate counts as
+# noise only above the 95th percentile of what the 68 clean CBSD68 images read when saved at that quality
+# (tests/benchmarks/eval_analyze.py --under-jpeg; docs/auto.md), linear in the quality between the rows.
+_UNDER_FLOOR = ((10, 24.0), (20, 17.4), (30, 15.7), (40, 13.2), (50, 12.0), (60, 11.3), (75, 9.7), (90, 8.2))
+
+
+def _under_floor(quality: float) -> float:
+    qs, floors = zip(*_UNDER_FLOOR)
+    return float(np.interp(quality, qs, floors))
+
+
+def _block_coefficients(luma: np.ndarray, clipped: np.ndarray, oy: int, ox: int) -> np.ndarray:
+    """The 64 DCT coefficients (natural order) of every whole 8x8 block from (oy, ox) with no clipped pixel."""
+    y, cl = luma[oy:, ox:], clipped[oy:, ox:]
+    h, w = y.shape[0] // 8, y.shape[1] // 8
+    step = max(1, math.ceil(h * w / _UNDER_MAX_BLOCKS))
+    b = y[: h * 8, : w * 8].reshape(h, 8, w, 8)[::step].transpose(0, 2, 1, 3)
+    ok = ~cl[: h * 8, : w * 8].reshape(h, 8, w, 8)[::step].any(axis=(1, 3))
+    return np.einsum("ux,hwxy,vy->hwuv", _DCT, b - 128.0, _DCT).reshape(b.shape[0], w, 64), ok
+
+
+def _on_lattice(coef: np.ndarray, ok: np.ndarray, table: np.ndarray) -> tuple[float, int]:
+    """How many of the nonzero quantised coefficients sit within 1.5 of a multiple of the step (1: this is the
+    file's block grid and table; a wrong grid gives about 3 / step), and how many there were."""
+    c = coef[ok]
+    q = np.rint(c / table)
+    nz = (q != 0) & (table >= 6)
+    n = int(nz.sum())
+    if n == 0:
+        return 0.0, 0
+    return float((np.abs(c - q * table)[nz] <= 1.5).mean()), n
+
+
+def _noise_under_jpeg(luma: np.ndarray, clipped: np.ndarray, table: Any, colour: bool) -> dict[str, Any] | None:
+    """The noise sigma (0..255, per RGB channel when ``colour``) before compression, from the JPEG's luma
+    coefficients; None when the block grid of the file cannot be found (the pixels were resized or cropped)."""
+    q_nat = np.asarray(table, dtype=np.float64).reshape(8, 8)
+    best = None
+    for oy in sorted({0, luma.shape[0] % 8}):  # EXIF-rotated files: the grid starts at the far edge
+        for ox in sorted({0, luma.shape[1] % 8}):
+            coef, ok = _block_coefficients(luma, clipped, oy, ox)
+            for t in (q_nat, q_nat.T):
+                score, n = _on_lattice(coef, ok, t.reshape(64))
+                if best is None or score > best[0]:
+                    best = (score, n, coef, ok, t.reshape(64))
+    score, n, coef, ok, steps = best
+    if n >= 50 and score < 0.9:
+        return None
+    q = np.rint(coef / steps)
+    counts = (q[..., _UNDER_MEASURED] != 0).sum(-1).astype(np.float64)
+    pad = np.pad(counts, 1, mode="edge")
+    neighbours = (pad[:-2, 1:-1] + pad[2:, 1:-1] + pad[1:-1, :-2] + pad[1:-1, 2:]) / 4
+    low = (np.abs(q[..., _UNDER_LOW]) * steps[_UNDER_LOW]).sum(-1)
+    if ok.sum() < 20:
+        return None
+    usable = ok & (low <= np.quantile(low[ok], 0.5))
+    chosen = usable & (neighbours <= np.quantile(neighbours[usable], _UNDER_FRACTION))
+    n_blocks = int(chosen.sum())
+    nonzero = (q[chosen][:, _UNDER_MEASURED] != 0).sum(0)
+    p = 2.0 * (1.0 - _ndtr(steps[_UNDER_MEASURED][None] / (2.0 * _UNDER_SIGMAS[:, None])))
+    p = np.clip(p, 1e-9, 1 - 1e-9)
+    loglik = (nonzero[None] * np.log(p) + (n_blocks - nonzero)[None] * np.log1p(-p)).sum(1)
+    sigma_luma = float(_UNDER_SIGMAS[int(np.argmax(loglik))])
+    # Independent noise of sigma in R, G and B is sigma * |GREY_WEIGHTS| in the luma.
+    gain = float(np.linalg.norm(GREY_WEIGHTS)) if colour else 1.0
+    return {"sigma": sigma_luma / gain, "blocks": n_blocks, "lattice": round(score, 3)}
+
+
+def _with_noise_under_jpeg(noise: Finding, jpeg: Finding, luma: np.ndarray, planes: np.ndarray,
+                           header: dict[str, Any]) -> Finding:  # fmt: skip
+    """The pixel finding, or, where the file's coefficients show stronger noise than the pixels (above the floor
+    clean photos read at that quality), the noise before compression, with ``detail["visible_sigma"]``."""
+    tables = header["tables"]
+    table = np.asarray(tables[min(tables)], dtype=np.int64)
+    if jpeg.detail.get("order") == "zigzag":
+        natural = np.empty(64, np.int64)
+        natural[list(_ZIGZAG)] = table
+        table = natural
+    clipped = ((planes <= 0) | (planes >= 255)).any(axis=0)
+    under = _noise_under_jpeg(luma, clipped, table, planes.shape[0] == 3)
+    if under is None:
+        return noise
+    floor = _under_floor(jpeg.value)
+    sigma = under["sigma"]
+    detail = dict(noise.detail)
+    detail["under_jpeg"] = {"sigma": round(sigma, 3), "noisy_from": round(floor, 2), "blocks": under["blocks"]}
+    if sigma < floor or (noise.present and noise.value >= sigma):
+        # The coefficients show no noise above what clean photos read, or the pixels show as much themselves.
+        return Finding(noise.kind, noise.present, noise.value, noise.confidence, noise.method, detail)
+    detail["visible_sigma"] = noise.value
+    detail["note"] = "noise from before the JPEG compression, read from the file's DCT coefficients"
+    confidence = min(1.0, 0.5 + (sigma - floor) / floor)
+    method = "JPEG coefficients: nonzero rate in the flattest blocks (noise before compression)"
+    return Finding("noise", True, round(sigma, 3), float(confidence), method, detail)
+
+
 # ------------------------------------------------------------------------------------------- haze, rain
 
 _HAZE_WINDOW = 15
@@ -576,5 +686,8 @@ def analyze(image: Any) -> Analysis:
     c = planes.shape[0]
     luma = planes[0] if c == 1 else np.tensordot(np.array(GREY_WEIGHTS), planes, axes=1)
     jpeg = _jpeg_from_header(header) if header is not None else _jpeg_from_pixels(luma)
-    findings = (jpeg, _noise(planes), _haze(planes), _rain(planes))
+    noise = _noise(planes)
+    if header is not None:
+        noise = _with_noise_under_jpeg(noise, jpeg, luma, planes, header)
+    findings = (jpeg, noise, _haze(planes), _rain(planes))
     return Analysis(findings, (int(planes.shape[1]), int(planes.shape[2])), c, source)

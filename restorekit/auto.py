@@ -227,6 +227,13 @@ def _nearest(table: dict[int, str], value: float, available: set[str]) -> str | 
 
 def _choose_noise(f: Finding, available: set[str]) -> tuple[str | None, str]:
     sigma = f.value
+    if "visible_sigma" in f.detail:
+        # Noise read from a JPEG's coefficients: what the pixels show is weaker and blocky, not the Gaussian
+        # noise of sigma the MemNet records expect; DSRIR loses 6-10 dB on JPEG files (docs/auto.md).
+        srnn = BUNDLED_DENOISERS[0]
+        if srnn in available:
+            return srnn, "noise under JPEG compression: the bundled spatial RNN denoiser (it gains on such files)"
+        return None, _missing("noise")
     if sigma is not None and sigma >= MEMNET_DENOISE_FROM:
         name = _nearest(MEMNET_DENOISE, sigma, available)
         if name is not None:
