@@ -101,6 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
     r.add_argument("--explain", action="store_true", help="auto: print what was measured and chosen for each file")
+    r.add_argument(
+        "--download",
+        action="store_true",
+        help="auto: also choose models whose weights are not here yet (fetched and verified on first use); "
+        "without it auto uses only bundled and cached weights",
+    )
     r.add_argument("--lam", type=float, help="l0smooth only: the L0 weight lambda (default 0.02)")
     r.add_argument(
         "--input-range",
@@ -233,6 +239,7 @@ def _run(args: argparse.Namespace) -> int:
         progress=args.progress,
         lam=args.lam,
         compile=args.compile,
+        download=args.download,
     )
     if args.explain:
         if not hasattr(restorer, "on_plan"):
@@ -258,7 +265,8 @@ def _run_ray(args: argparse.Namespace) -> int:
     from .distributed import run_ray
     from .errors import InputError
 
-    unsupported = [flag for flag, on in (("--compile", args.compile), ("--explain", args.explain)) if on]
+    flags = (("--compile", args.compile), ("--explain", args.explain), ("--download", args.download))
+    unsupported = [flag for flag, on in flags if on]
     if unsupported:
         raise InputError(f"{' and '.join(unsupported)} work with the local engine only; drop them or --engine ray")
 

@@ -327,12 +327,20 @@ def runner(
     progress: bool | None = None,
     lam: float | None = None,
     compile: bool = False,  # noqa: A002 - Restorer's keyword
+    download: bool = False,
 ) -> Any:
     """What ``restorekit run MODEL`` drives: a catalogue method (:class:`MethodRunner`, or
     :class:`~restorekit.filters.L0Smooth` for ``l0smooth``), a :class:`~restorekit.Restorer` for a registered
     model, or for ``auto`` the Restorer that measures each image and picks the model (:mod:`restorekit.auto`;
     ``task`` narrows its choice). Options that do not apply to a method (weights, dtype, unpinned downloads, a
-    scale it cannot use) are refused rather than ignored; an unknown name says which models and methods are close."""
+    scale it cannot use) are refused rather than ignored; an unknown name says which models and methods are close.
+    ``download``: ``auto`` only, let it choose models whose weights must still be fetched (``Restorer("auto",
+    download=True)``); any other model fetches its own weights anyway."""
+    if download and model != "auto":
+        raise InputError(
+            f"--download is for the auto model (restorekit run auto ... --download); {model} fetches its own weights "
+            "on first use, or ahead of time with `restorekit download`"
+        )
     if is_method(model):
         method, params = parse_method(model)
         flags = {
@@ -361,6 +369,7 @@ def runner(
         raise InputError("--lam is a parameter of the l0smooth filter, not of a network")
     from .restorer import Restorer
 
+    extra = {"download": True} if download else {}
     try:
         return Restorer(
             model,
@@ -373,6 +382,7 @@ def runner(
             allow_unpinned=allow_unpinned,
             progress=progress,
             compile=compile,
+            **extra,
         )
     except UnknownModelError as err:
         raise unknown_name(err, model) from None

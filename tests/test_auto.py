@@ -204,3 +204,20 @@ def test_cli_explain(cli, tmp_path) -> None:
     assert (tmp_path / "out" / "clean.png").read_bytes() == (folder / "clean.png").read_bytes()
     proc = cli("run", "identity", folder, "-o", tmp_path / "o2", "--explain")
     assert proc.returncode != 0 and "auto" in proc.stdout + proc.stderr
+
+
+def test_cli_download_lets_auto_choose_weights_still_to_fetch(cli, tmp_path) -> None:
+    from restorekit.methods import runner
+
+    assert runner("auto", download=True).download and not runner("auto").download
+    assert runner("auto", download=True).available >= MEMNET
+    folder = tmp_path / "in"
+    folder.mkdir()
+    g = np.tile(np.linspace(30, 220, 48)[None, :, None], (48, 1, 3)).round().astype(np.uint8)
+    Image.fromarray(g).save(folder / "clean.png")
+    proc = cli("run", "auto", folder, "-o", tmp_path / "out", "--download", "--explain", check=0)
+    assert "unchanged" in proc.stdout  # a clean image needs no model, so nothing is fetched
+    proc = cli("run", "spatial_rnn.denoise", folder, "-o", tmp_path / "o2", "--download")
+    assert proc.returncode != 0 and "--download is for the auto model" in proc.stderr
+    proc = cli("run", "auto", folder, "-o", tmp_path / "o3", "--download", "--engine", "ray")
+    assert proc.returncode != 0 and "--download" in proc.stderr
