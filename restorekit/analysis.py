@@ -493,7 +493,7 @@ _UNDER_MAX_BLOCKS = 1 << 16  # larger images: every k-th row of blocks, so a 50 
 # Clean photographs read above 0 here (texture the neighbours' counts do not catch): the estimate counts as
 # noise only above the 95th percentile of what the 68 clean CBSD68 images read when saved at that quality
 # (tests/benchmarks/eval_analyze.py --under-jpeg; docs/auto.md), linear in the quality between the rows.
-_UNDER_FLOOR = ((10, 24.0), (20, 17.4), (30, 15.7), (40, 13.2), (50, 12.0), (60, 11.3), (75, 9.7), (90, 8.2))
+_UNDER_FLOOR = ((10, 25.1), (20, 17.8), (30, 15.7), (40, 13.2), (50, 12.0), (60, 11.3), (75, 9.7), (90, 8.2))
 
 
 def _under_floor(quality: float) -> float:

@@ -28,7 +28,9 @@ The candidates, in order of preference (docs/auto.md, "Choosing the model", has 
   photos of bright, low-contrast scenes; otherwise the plan notes the haze and how to remove it). DSRIR is one
   all-in-one network: noise, rain and haze found together take one pass of it.
 
-A finding whose ``present`` is None (the measurement could not decide), and a kind no model answers, never act.
+A finding whose ``present`` is None (the measurement could not decide) acts only when ``task=`` asks for its kind
+(rain, which has no detector, with ``task="derain"``); a kind no model answers never acts. Noise read from a
+JPEG file's coefficients (``detail["visible_sigma"]``) takes ``spatial_rnn.denoise`` whatever its σ.
 """
 
 from __future__ import annotations
@@ -328,8 +330,16 @@ def plan(analysis: Analysis, available: Iterable[str] | None = None, task: str |
             if f.present:
                 notes.append(f"{describe(f)}: not acted on (task={task})")
             continue
-        if f.present is None:
+        if f.present is None and kind_wanted is None:
             notes.append(f"{f.kind}: could not be measured ({f.method or 'unknown'}); nothing done for it")
+            continue
+        if f.present is None:  # task= asks for this kind: the user's word stands in for the measurement
+            model, why = _CHOOSERS[f.kind](f, usable)
+            if model is None:
+                notes.append(f"{f.kind}: could not be measured; {why}")
+            else:
+                why = f"could not be measured ({f.method or 'unknown'}), done because task={task} asks for it; {why}"
+                steps.append(Step(model, (f.kind,), f"{f.kind} -> {model}: {why}"))
             continue
         if not f.present:
             if kind_wanted is not None:

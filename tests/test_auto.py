@@ -123,6 +123,10 @@ def test_rain_and_haze() -> None:
     unasked = plan(measured(haze=True), available=BUNDLED)
     assert unasked.unchanged and "task='dehaze'" in unasked.reason
     assert plan(measured(haze=True), available=BUNDLED, task="dehaze").models == ["dsrir.dehaze"]
+    # rain has no detector (unknown): it acts only when task="derain" asks for it
+    assert plan(measured(rain=None), available=BUNDLED).unchanged
+    asked = plan(measured(rain=None), available=BUNDLED, task="derain")
+    assert asked.models == ["dsrir.derain"] and "task=derain asks for it" in asked.steps[0].reason
     # one network for noise and rain: one pass
     both = plan(measured(noise=60.0, rain=True), available=BUNDLED)
     assert both.models == ["dsrir.denoise"] and both.steps[0].kinds == ("noise", "rain")
