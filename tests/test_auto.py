@@ -81,14 +81,14 @@ def test_jpeg_with_and_without_a_deblocker() -> None:
     assert plan(measured(jpeg=22), available=BUNDLED | MEMNET).models == ["memnet.jpeg_q20"]
     high = plan(measured(jpeg=75), available=BUNDLED | MEMNET)
     assert high.unchanged and "quality 75" in high.reason
-    # without MemNet's files (the real, empty test cache): no deblocker, said so; the blind denoiser up to q 20
+    # without MemNet's files (the real, empty test cache): no deblocker, said so; the blind denoiser up to q 30
     assert not MEMNET & available_models()
     p = plan(measured(jpeg=10))
     assert p.models == ["spatial_rnn.denoise"]
     assert "no JPEG deblocker" in p.reason and "restorekit download memnet.jpeg_q10" in p.reason
-    assert plan(measured(jpeg=20)).models == ["spatial_rnn.denoise"]
-    p = plan(measured(jpeg=30))
-    assert p.unchanged and "no JPEG deblocker" in p.reason
+    assert plan(measured(jpeg=30)).models == ["spatial_rnn.denoise"]
+    p = plan(measured(jpeg=40))
+    assert p.unchanged and "quality 40 leaves mild artefacts" in p.reason
     p = plan(measured(jpeg=10), available={"dsrir.denoise"})
     assert p.unchanged and "restorekit download memnet.jpeg_q10" in p.reason
     # JPEG and noise without a deblocker: the same network for both, one pass
