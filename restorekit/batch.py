@@ -20,7 +20,7 @@ from .errors import InputError, RestorekitError
 from .folders import image_files, is_inside
 from .image import IMAGE_EXTENSIONS, output_clashes, read_image, write_image
 
-__all__ = ["BatchReport", "ImageToImage", "expand_inputs", "find_mask", "run_batch"]
+__all__ = ["BatchReport", "ImageToImage", "PlannedFile", "expand_inputs", "find_mask", "plan_run", "run_batch"]
 
 
 class _Named(Protocol):
@@ -147,6 +147,69 @@ def _check_masks(restorer: ImageToImage, masks: Path | None, n_inputs: int) -> N
         raise InputError(f"--mask {masks}: no such file or folder")
 
 
+@dataclass(frozen=True)
+class PlannedFile:
+    """One input of a folder run, as the driver decides it before any work: restore ``src`` into ``target`` (with
+    ``mask``), or ``skip`` it (``target`` is there and overwriting is off), or report it failed with ``failure``."""
+
+    src: Path
+    target: Path
+    mask: Path | None = None
+    skip: bool = False
+    failure: str | None = None
+
+    @property
+    def todo(self) -> bool:
+        return not self.skip and self.failure is None
+
+
+def plan_run(
+    method: Any,
+    specs: Sequence[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+    masks: str | os.PathLike | None = None,
+) -> tuple[list[PlannedFile], list[tuple[str, str]]]:
+    """What :func:`run_batch` (and ``restorekit.distributed.run_ray``) decides before restoring anything: one
+    :class:`PlannedFile` per input in input order, and the specs that matched nothing (with the reason).
+
+    ``method`` needs only ``record.name`` and ``condition`` (what :class:`ImageToImage` has).
+    Refusals (an output folder that is a file or an input folder itself, masks that do
+    not fit the model) are an :class:`InputError`; nothing is written or removed.
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"-o {out} is a file; the output must be a folder (it is created if missing)")
+    for spec in specs:
+        if Path(spec).is_dir() and Path(spec).resolve() == out.resolve():
+            raise InputError(
+                f"-o {out} is the input folder {spec} itself: every result would replace its input. Choose another "
+                f"output folder (a subfolder such as {Path(spec) / 'restored'} is fine: it is never read as input)"
+            )
+    pairs, missing = expand_inputs(specs, exclude=out)
+    mask_path = Path(masks) if masks is not None else None
+    _check_masks(method, mask_path, len(pairs))
+    clashes = output_clashes([(str(src), out / rel) for src, rel in pairs], [p for p, _ in pairs])
+    plan: list[PlannedFile] = []
+    for i, (src, rel) in enumerate(pairs):
+        target = out / rel
+        if i in clashes:
+            plan.append(PlannedFile(src, target, failure=clashes[i]))
+            continue
+        mask = None
+        if mask_path is not None:
+            mask = mask_path if mask_path.is_file() else find_mask(mask_path, rel)
+            if mask is None:
+                tried = f"{mask_path / rel}" + (
+                    "" if rel.suffix == ".png" else f" or {(mask_path / rel).with_suffix('.png')}"
+                )
+                plan.append(PlannedFile(src, target, failure=f"no mask for it: looked for {tried}"))
+                continue
+        plan.append(PlannedFile(src, target, mask, skip=target.exists() and not overwrite))
+    return plan, missing
+
+
 def run_batch(
     restorer: ImageToImage,
     specs: Sequence[str | os.PathLike],
@@ -178,65 +241,41 @@ def run_batch(
 
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
         raise InputError(f"workers must be a whole number >= 0, not {workers!r}")
-    out = Path(out_dir)
-    report = BatchReport()
-    if out.exists() and not out.is_dir():
-        raise InputError(f"-o {out} is a file; the output must be a folder (it is created if missing)")
-    for spec in specs:
-        if Path(spec).is_dir() and Path(spec).resolve() == out.resolve():
-            raise InputError(
-                f"-o {out} is the input folder {spec} itself: every result would replace its input. Choose another "
-                f"output folder (a subfolder such as {Path(spec) / 'restored'} is fine: it is never read as input)"
-            )
-    pairs, missing = expand_inputs(specs, exclude=out)
-    mask_path = Path(masks) if masks is not None else None
-    _check_masks(restorer, mask_path, len(pairs))
-    report.failed += missing
-    # One check with Restorer.run(list, output=DIR): inputs are never overwritten, no two inputs share an output.
-    clashes = output_clashes([(str(src), out / rel) for src, rel in pairs], [p for p, _ in pairs])
+    plan, missing = plan_run(restorer, specs, out_dir, overwrite=overwrite, masks=masks)
+    report = BatchReport(failed=list(missing))
     bar = tqdm(
-        pairs,
+        plan,
         desc=restorer.record.name,
         unit="img",
         disable=None if progress is None else not progress,
         file=sys.stderr,
     )
-    pipelined = workers > 0 and mask_path is None and _pipelinable(restorer)
+    pipelined = workers > 0 and masks is None and _pipelinable(restorer)
     pipeline = _Pipeline(restorer, report, workers, input_range, bar) if pipelined else None
     try:
-        for i, (src, rel) in enumerate(bar):
-            target = out / rel
-            if i in clashes:
-                report.failed.append((str(src), clashes[i]))
+        for item in bar:
+            if item.failure is not None:
+                report.failed.append((str(item.src), item.failure))
+                bar.set_postfix(failed=len(report.failed))
                 continue
-            mask = None
-            if mask_path is not None:
-                mask = mask_path if mask_path.is_file() else find_mask(mask_path, rel)
-                if mask is None:
-                    tried = f"{mask_path / rel}" + (
-                        "" if rel.suffix == ".png" else f" or {(mask_path / rel).with_suffix('.png')}"
-                    )
-                    report.failed.append((str(src), f"no mask for it: looked for {tried}"))
-                    bar.set_postfix(failed=len(report.failed))
-                    continue
-            if target.exists() and not overwrite:
-                report.skipped.append(target)
+            if item.skip:
+                report.skipped.append(item.target)
                 continue
-            for tmp in _stale_temporaries(target):
+            for tmp in _stale_temporaries(item.target):
                 tmp.unlink(missing_ok=True)
             if pipeline is not None:
-                pipeline.add(src, target)
+                pipeline.add(item.src, item.target)
                 continue
-            options = {} if mask is None else {"mask": mask}
+            options: dict[str, Any] = {} if item.mask is None else {"mask": item.mask}
             if input_range is not None:
                 options["input_range"] = input_range
             try:
-                restorer.run(src, target, overwrite=True, **options)
+                restorer.run(item.src, item.target, overwrite=True, **options)
             except _REPORTED as err:
-                report.failed.append((str(src), str(err)))  # the caller reports these; the library prints nothing
+                report.failed.append((str(item.src), str(err)))  # the caller reports these; the library prints nothing
                 bar.set_postfix(failed=len(report.failed))
                 continue
-            report.written.append(target)
+            report.written.append(item.target)
         if pipeline is not None:
             pipeline.finish()
     finally:

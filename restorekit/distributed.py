@@ -5,9 +5,10 @@ on one machine or on a cluster. Needs ``pip install "restorekit[ray]"``; see doc
 >>> run_ray("spatial_rnn.denoise", ["photos/"], "out/").summary()  # doctest: +SKIP
 '12 written, 0 skipped (already there), 0 failed'
 
-:func:`run_ray` is ``restorekit run --engine ray``. The driver plans the run as :func:`restorekit.batch.run_batch`
-does (:func:`plan_run`: the same inputs, output names, refusals, masks, and skips of finished outputs) and removes
-the temporary files a killed run left; Ray Data then hands the remaining files to the actors, each of which builds
+:func:`run_ray` is ``restorekit run --engine ray``. The driver plans the run with the same
+:func:`~restorekit.batch.plan_run` that :func:`restorekit.batch.run_batch` uses (the same inputs, output names,
+refusals, masks, and skips of finished outputs) and removes the temporary files a killed run left; Ray Data
+then hands the remaining files to the actors, each of which builds
 the model once and restores file after file exactly as ``restorekit run`` does (the same call, so the same bytes,
 written atomically). A file that fails is reported in the :class:`~restorekit.batch.BatchReport`, never raised.
 The paths travel as text: inputs, masks, ``weights=`` and the output folder must be reachable under the same
@@ -27,12 +28,10 @@ import pickle
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from .batch import BatchReport, _check_masks, _stale_temporaries, expand_inputs, find_mask
+from .batch import BatchReport, PlannedFile, _stale_temporaries, plan_run
 from .errors import InputError, RestorekitError
-from .image import output_clashes
 
 __all__ = ["INSTALL_HINT", "PlannedFile", "plan_run", "restore_dataset", "run_ray"]
 
@@ -40,72 +39,6 @@ INSTALL_HINT = 'pip install "restorekit[ray]"'
 _MIN_RAY = (2, 10)  # ray.data.from_items(override_num_blocks=) and map_batches(compute=ActorPoolStrategy(...))
 _MAX_BLOCKS = 4096  # one block per file up to this many files (fine-grained balancing), then files share blocks
 _WRITTEN, _FAILED, _FATAL = "written", "failed", "fatal"
-
-
-# ------------------------------------------------------------------------------------------ the plan
-
-
-@dataclass(frozen=True)
-class PlannedFile:
-    """One input of a folder run, as the driver decides it before any work: restore ``src`` into ``target`` (with
-    ``mask``), or ``skip`` it (``target`` is there and overwriting is off), or report it failed with ``failure``."""
-
-    src: Path
-    target: Path
-    mask: Path | None = None
-    skip: bool = False
-    failure: str | None = None
-
-    @property
-    def todo(self) -> bool:
-        return not self.skip and self.failure is None
-
-
-def plan_run(
-    method: Any,
-    specs: Sequence[str | os.PathLike],
-    out_dir: str | os.PathLike,
-    *,
-    overwrite: bool = False,
-    masks: str | os.PathLike | None = None,
-) -> tuple[list[PlannedFile], list[tuple[str, str]]]:
-    """What :func:`restorekit.batch.run_batch` decides before restoring anything, as a list: one
-    :class:`PlannedFile` per input in input order, and the specs that matched nothing (with the reason).
-
-    ``method`` needs only ``record.name`` and ``condition`` (what :class:`restorekit.batch.ImageToImage` has).
-    The same refusals as ``run_batch`` (an output folder that is a file or an input folder itself, masks that do
-    not fit the model) are an :class:`InputError`; nothing is written or removed.
-    """
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"-o {out} is a file; the output must be a folder (it is created if missing)")
-    for spec in specs:
-        if Path(spec).is_dir() and Path(spec).resolve() == out.resolve():
-            raise InputError(
-                f"-o {out} is the input folder {spec} itself: every result would replace its input. Choose another "
-                f"output folder (a subfolder such as {Path(spec) / 'restored'} is fine: it is never read as input)"
-            )
-    pairs, missing = expand_inputs(specs, exclude=out)
-    mask_path = Path(masks) if masks is not None else None
-    _check_masks(method, mask_path, len(pairs))
-    clashes = output_clashes([(str(src), out / rel) for src, rel in pairs], [p for p, _ in pairs])
-    plan: list[PlannedFile] = []
-    for i, (src, rel) in enumerate(pairs):
-        target = out / rel
-        if i in clashes:
-            plan.append(PlannedFile(src, target, failure=clashes[i]))
-            continue
-        mask = None
-        if mask_path is not None:
-            mask = mask_path if mask_path.is_file() else find_mask(mask_path, rel)
-            if mask is None:
-                tried = f"{mask_path / rel}" + (
-                    "" if rel.suffix == ".png" else f" or {(mask_path / rel).with_suffix('.png')}"
-                )
-                plan.append(PlannedFile(src, target, failure=f"no mask for it: looked for {tried}"))
-                continue
-        plan.append(PlannedFile(src, target, mask, skip=target.exists() and not overwrite))
-    return plan, missing
 
 
 # ------------------------------------------------------------------------------------------ Ray itself
