@@ -157,6 +157,13 @@ def _table_distance(tables: list[np.ndarray]) -> np.ndarray:
     return dist / min(len(tables), 2)
 
 
+def _unzigzag(table: np.ndarray) -> np.ndarray:
+    """A table of 64 steps given in zigzag order, in natural (row-major) order."""
+    out = np.empty(64, np.int64)
+    out[list(_ZIGZAG)] = table
+    return out
+
+
 def quality_from_tables(tables: dict[int, Any] | list[Any]) -> tuple[int, bool, dict[str, Any]]:
     """The IJG quality of a JPEG's quantisation tables (Pillow's ``im.quantization``): (quality, exact, detail).
 
@@ -169,9 +176,7 @@ def quality_from_tables(tables: dict[int, Any] | list[Any]) -> tuple[int, bool, 
     if not arrays or any(a.shape != (64,) for a in arrays):
         raise InputError("JPEG quantisation tables must be sequences of 64 steps")
     ref = _all_tables()
-    natural, unzigzagged = arrays, [np.empty(64, np.int64) for _ in arrays]
-    for a, out in zip(arrays, unzigzagged):
-        out[list(_ZIGZAG)] = a
+    natural, unzigzagged = arrays, [_unzigzag(a) for a in arrays]
     for order, cand in (("natural", natural), ("zigzag", unzigzagged)):
         for q in range(100, 0, -1):
             if all(np.array_equal(t, ref[q - 1, min(i, 1)]) for i, t in enumerate(cand)):
@@ -536,15 +541,13 @@ def _noise_under_jpeg(luma: np.ndarray, clipped: np.ndarray, table: Any, colour:
                 if best is None or score > best[0]:
                     best = (score, n, coef, ok, t.reshape(64))
     score, n, coef, ok, steps = best
-    if n >= 50 and score < 0.9:
+    if (n >= 50 and score < 0.9) or ok.sum() < 20:  # not this file's grid, or too few unclipped blocks
         return None
     q = np.rint(coef / steps)
     counts = (q[..., _UNDER_MEASURED] != 0).sum(-1).astype(np.float64)
     pad = np.pad(counts, 1, mode="edge")
     neighbours = (pad[:-2, 1:-1] + pad[2:, 1:-1] + pad[1:-1, :-2] + pad[1:-1, 2:]) / 4
     low = (np.abs(q[..., _UNDER_LOW]) * steps[_UNDER_LOW]).sum(-1)
-    if ok.sum() < 20:
-        return None
     usable = ok & (low <= np.quantile(low[ok], 0.5))
     chosen = usable & (neighbours <= np.quantile(neighbours[usable], _UNDER_FRACTION))
     n_blocks = int(chosen.sum())
@@ -565,9 +568,7 @@ def _with_noise_under_jpeg(noise: Finding, jpeg: Finding, luma: np.ndarray, plan
     tables = header["tables"]
     table = np.asarray(tables[min(tables)], dtype=np.int64)
     if jpeg.detail.get("order") == "zigzag":
-        natural = np.empty(64, np.int64)
-        natural[list(_ZIGZAG)] = table
-        table = natural
+        table = _unzigzag(table)
     clipped = ((planes <= 0) | (planes >= 255)).any(axis=0)
     under = _noise_under_jpeg(luma, clipped, table, planes.shape[0] == 3)
     if under is None:

@@ -334,15 +334,7 @@ def plan(analysis: Analysis, available: Iterable[str] | None = None, task: str |
         if f.present is None and kind_wanted is None:
             notes.append(f"{f.kind}: could not be measured ({f.method or 'unknown'}); nothing done for it")
             continue
-        if f.present is None:  # task= asks for this kind: the user's word stands in for the measurement
-            model, why = _CHOOSERS[f.kind](f, usable)
-            if model is None:
-                notes.append(f"{f.kind}: could not be measured; {why}")
-            else:
-                why = f"could not be measured ({f.method or 'unknown'}), done because task={task} asks for it; {why}"
-                steps.append(Step(model, (f.kind,), f"{f.kind} -> {model}: {why}"))
-            continue
-        if not f.present:
+        if f.present is False:
             if kind_wanted is not None:
                 notes.append(f"task={task}: no {f.kind} found ({describe(f)}); nothing to do")
             continue
@@ -353,6 +345,8 @@ def plan(analysis: Analysis, available: Iterable[str] | None = None, task: str |
             )
             continue
         model, why = _CHOOSERS[f.kind](f, usable)
+        if f.present is None:  # task= asks for this kind: the user's word stands in for the measurement
+            why = f"could not be measured ({f.method or 'unknown'}), done because task={task} asks for it; {why}"
         if model is None:
             notes.append(f"{describe(f)}: {why}")
         else:
