@@ -408,10 +408,17 @@ class AutoRun:
         available: Iterable[str] | None = None,
         on_plan: Callable[[Plan], None] | None = None,
         compile: bool = False,  # noqa: A002 - Restorer's keyword, passed on to each chosen model
+        batch: int | str = "auto",
     ) -> None:
         from .policy import check_compile
 
         self.compile = check_compile(compile)
+        if batch not in ("auto", 1):
+            raise InputError(
+                f"auto chooses a model for each image, so it restores one image at a time; drop batch={batch!r} "
+                "(CLI: --batch), or name a model to batch images of one size"
+            )
+        self.batch = 1
         if name != "auto":
             raise InputError(f"AutoRun is Restorer('auto'), not {name!r}")
         if scale not in (None, 1):

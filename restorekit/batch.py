@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from .errors import InputError, RestorekitError
+from .errors import PER_IMAGE_ERRORS, InputError
 from .folders import image_files, is_inside
 from .image import IMAGE_EXTENSIONS, output_clashes, read_image, write_image
 
@@ -233,6 +233,9 @@ def run_batch(
     ``workers``: threads that decode the next inputs and write finished outputs while the network runs (see
     :class:`_Pipeline`; the outputs are byte-identical to one at a time); 0 does everything in this thread. Only
     a :class:`~restorekit.restorer.Restorer` without masks is pipelined; other methods go one file at a time.
+    A Restorer whose ``batch`` is above 1 (``Restorer(..., batch=8)``, ``--batch 8``) gets images of one size
+    restored together, up to ``batch`` per network call (equal to one at a time to float rounding); it needs
+    ``workers`` above 0.
 
     The output folder may lie inside an input folder: what is in it is never read as input. It may not be an
     input folder itself (every result would replace its input).
@@ -241,6 +244,11 @@ def run_batch(
 
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
         raise InputError(f"workers must be a whole number >= 0, not {workers!r}")
+    if workers == 0 and getattr(restorer, "batch", 1) > 1:
+        raise InputError(
+            f"a batch of {restorer.batch} images is gathered by the decoding workers; give workers >= 1 "  # type: ignore[attr-defined]
+            "(CLI: --workers 1 or more), or batch=1"
+        )
     plan, missing = plan_run(restorer, specs, out_dir, overwrite=overwrite, masks=masks)
     report = BatchReport(failed=list(missing))
     bar = tqdm(
@@ -271,7 +279,7 @@ def run_batch(
                 options["input_range"] = input_range
             try:
                 restorer.run(item.src, item.target, overwrite=True, **options)
-            except _REPORTED as err:
+            except PER_IMAGE_ERRORS as err:
                 report.failed.append((str(item.src), str(err)))  # the caller reports these; the library prints nothing
                 bar.set_postfix(failed=len(report.failed))
                 continue
@@ -286,50 +294,80 @@ def run_batch(
 
 
 class _Pipeline:
-    """Overlap decoding and encoding with the network: while the caller's thread runs ``restore_planar`` on one
-    image, a small thread pool decodes the next ones and writes the finished ones (PNG/JPEG coding and zlib
-    release the GIL). Each image goes through the same ``restore_planar`` call as ``Restorer.run`` makes, so the
-    results are byte-identical to one at a time; only the I/O moves off the critical path.
+    """Overlap decoding and encoding with the network, and group images of one size into batches: while the
+    caller's thread runs the network, a small thread pool decodes the next images and writes the finished ones
+    (PNG/JPEG coding and zlib release the GIL). The images go through ``restore_planars``, which with the
+    restorer's ``batch`` 1 (the default on the CPU) is one ``restore_planar`` call each, as ``Restorer.run``
+    makes, so the files are byte-identical to one at a time; with a larger batch, queued images of the head's
+    size go through the network together (equal to float rounding).
 
-    Work is queued by :meth:`add` and done in order, at most ``2 * workers`` decodes ahead and ``workers`` writes
-    behind, so memory stays bounded on a folder of any length. ``written`` keeps the input order; a decode or
-    write failure lands in ``failed`` as one at a time reports it, but up to ``3 * workers`` files later than a
-    failure ``run_batch`` finds itself (a clash)."""
+    Work is queued by :meth:`add` and done in order, at most ``2 * workers + batch`` decodes ahead and
+    ``max(workers, batch)`` writes behind, so memory stays bounded on a folder of any length. ``written`` keeps
+    the input order; a decode or write failure lands in ``failed`` as one at a time reports it, but some files
+    later than a failure ``run_batch`` finds itself (a clash)."""
 
     def __init__(self, restorer: Any, report: BatchReport, workers: int, input_range: Any, bar: Any) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
         self.restorer, self.report, self.input_range, self.bar = restorer, report, input_range, bar
         self.workers = workers
+        self.batch = max(1, int(getattr(restorer, "batch", 1)))
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="restorekit-io")
         self.reads: deque = deque()  # (src, target, future of the decoded image)
         self.writes: deque = deque()  # (src, target, future of the written path)
+        self.order: dict[Path, int] = {}  # target -> input position, to report the written files in input order
 
     def add(self, src: Path, target: Path) -> None:
+        self.order[target] = len(self.order)
         self.reads.append((src, target, self.pool.submit(read_image, src)))
-        while len(self.reads) > 2 * self.workers:
-            self._compute_one()
+        while len(self.reads) > 2 * self.workers + self.batch:
+            self._compute_next()
 
     def _fail(self, src: Path, err: BaseException) -> None:
         self.report.failed.append((str(src), str(err)))
         self.bar.set_postfix(failed=len(self.report.failed))
 
-    def _compute_one(self) -> None:
+    def _next_group(self) -> list[tuple[Path, Path, Any]]:
+        """The first queued image and, up to ``batch`` in all, the later queued ones of its size (decoded),
+        taken out of the queue; a head that failed to decode is reported and gives an empty group."""
         src, target, decoded = self.reads.popleft()
         try:
-            result = self.restorer.restore_planar(decoded.result(), input_range=self.input_range)
-        except _REPORTED as err:
+            head = decoded.result()
+        except PER_IMAGE_ERRORS as err:
             self._fail(src, err)
+            return []
+        group = [(src, target, head)]
+        if self.batch == 1:
+            return group
+        rest: deque = deque()
+        for entry in self.reads:
+            if len(group) < self.batch and entry[2].exception() is None:
+                planar = entry[2].result()
+                if planar.color.shape == head.color.shape:
+                    group.append((entry[0], entry[1], planar))
+                    continue
+            rest.append(entry)
+        self.reads = rest
+        return group
+
+    def _compute_next(self) -> None:
+        group = self._next_group()
+        if not group:
             return
-        self.writes.append((src, target, self.pool.submit(write_image, target, result, overwrite=True)))
-        while len(self.writes) > self.workers:
+        results = self.restorer.restore_planars([p for _, _, p in group], self.input_range, errors="return")
+        for (src, target, _), result in zip(group, results):
+            if isinstance(result, BaseException):
+                self._fail(src, result)
+                continue
+            self.writes.append((src, target, self.pool.submit(write_image, target, result, overwrite=True)))
+        while len(self.writes) > max(self.workers, self.batch):
             self._collect_one()
 
     def _collect_one(self) -> None:
         src, target, written = self.writes.popleft()
         try:
             written.result()
-        except _REPORTED as err:
+        except PER_IMAGE_ERRORS as err:
             self._fail(src, err)
             return
         self.report.written.append(target)
@@ -337,17 +375,15 @@ class _Pipeline:
     def finish(self) -> None:
         """Restore what is still queued and wait for every write."""
         while self.reads:
-            self._compute_one()
+            self._compute_next()
         while self.writes:
             self._collect_one()
+        self.report.written.sort(key=lambda target: self.order.get(target, -1))
 
     def close(self) -> None:
         """Drop queued work (an interrupted run) and wait for the writes already started: each one is atomic, so
         a file is either complete or absent, and the next run redoes what is absent."""
         self.pool.shutdown(wait=True, cancel_futures=True)
-
-
-_REPORTED = (RestorekitError, OSError, ValueError)
 
 
 def _pipelinable(restorer: Any) -> bool:

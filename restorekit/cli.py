@@ -36,6 +36,18 @@ def _tile(value: str) -> int | str | None:
     return n or None
 
 
+def _batch(value: str) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"--batch takes 'auto' or a whole number >= 1, not {value!r}")
+    return n
+
+
 def _value_range(value: str) -> tuple[float, float]:
     lo, sep, hi = value.partition(":")
     try:
@@ -129,6 +141,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument(
         "--actors", type=int, metavar="N", help="--engine ray: models at once (default: one per GPU, else per CPU)"
+    )
+    r.add_argument(
+        "--batch",
+        type=_batch,
+        default="auto",
+        metavar="N",
+        help="restore up to N images of one size in one network call (fewer when memory is short; default auto: "
+        "the model's measured default for the device, 1 on the CPU, where batches are slower); the results equal "
+        "one at a time to float rounding",
     )
     r.add_argument(
         "--workers",
@@ -240,6 +261,7 @@ def _run(args: argparse.Namespace) -> int:
         lam=args.lam,
         compile=args.compile,
         download=args.download,
+        batch=args.batch,
     )
     if args.explain:
         if not hasattr(restorer, "on_plan"):
@@ -288,6 +310,7 @@ def _run_ray(args: argparse.Namespace) -> int:
         actors=args.actors,
         address=args.ray_address,
         progress=args.progress,
+        batch=args.batch,
     )
     for src, reason in report.failed:  # as the local engine reports
         print(f"restorekit: failed: {src}: {reason}", file=sys.stderr)

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .batch import BatchReport, PlannedFile, _stale_temporaries, plan_run
-from .errors import InputError, RestorekitError
+from .errors import PER_IMAGE_ERRORS, InputError, RestorekitError
 
 __all__ = ["INSTALL_HINT", "PlannedFile", "plan_run", "restore_dataset", "run_ray"]
 
@@ -232,6 +232,11 @@ class _FileWorker:
             self.error = err
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        if self.error is None and getattr(self.runner, "batch", 1) > 1 and not any(batch["mask"]):
+            try:
+                return self._batched(batch)
+            except Exception as err:  # noqa: BLE001 - what run_batch would raise: the driver raises it (below)
+                self.error = err
         status: list[str] = []
         reason: list[str] = []
         error: list[bytes] = []
@@ -242,7 +247,7 @@ class _FileWorker:
                     options["input_range"] = self.input_range
                 try:
                     self.runner.run(str(src), str(target), overwrite=True, **options)
-                except (RestorekitError, OSError, ValueError) as err:
+                except PER_IMAGE_ERRORS as err:
                     status.append(_FAILED)
                     reason.append(str(err))
                     error.append(b"")
@@ -258,6 +263,38 @@ class _FileWorker:
             reason.append(f"{type(self.error).__name__}: {self.error}")
             error.append(_pickled(self.error))
         return {"index": batch["index"], "status": status, "reason": reason, "error": error}
+
+    def _batched(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """The call's files with a Restorer that batches: decode each, restore those of one size together
+        (``restore_planars``), write each, as ``run_batch``'s pipeline does; a file's own failure is its row's."""
+        from .image import read_image, write_image
+
+        n = len(batch["src"])
+        status, reason = [_WRITTEN] * n, [""] * n
+        planars: dict[int, Any] = {}
+        for i, src in enumerate(batch["src"]):
+            try:
+                planars[i] = read_image(str(src))
+            except PER_IMAGE_ERRORS as err:
+                status[i], reason[i] = _FAILED, str(err)
+        restored = self.runner.restore_planars(list(planars.values()), self.input_range, errors="return")
+        for i, result in zip(planars, restored):
+            try:
+                if isinstance(result, BaseException):
+                    raise result
+                write_image(str(batch["target"][i]), result, overwrite=True)
+            except PER_IMAGE_ERRORS as err:
+                status[i], reason[i] = _FAILED, str(err)
+        return {"index": batch["index"], "status": status, "reason": reason, "error": [b""] * n}
+
+
+def _batch_size(batch_size: int | None, batch: int | str) -> int:
+    """Rows per call to an actor: ``batch_size``, or by default the network batch (so that a call can fill it)."""
+    if batch_size is None:
+        return batch if isinstance(batch, int) and not isinstance(batch, bool) and batch > 1 else 1
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InputError(f"batch_size must be a whole number of at least 1, not {batch_size!r}")
+    return batch_size
 
 
 def _set_threads(threads: int) -> None:
@@ -311,9 +348,10 @@ def run_ray(
     actors: int | None = None,
     gpus_per_actor: float | None = None,
     cpus_per_actor: float | None = None,
-    batch_size: int = 1,
+    batch_size: int | None = None,
     address: str | None = None,
     progress: bool | None = None,
+    batch: int | str = "auto",
 ) -> BatchReport:
     """Restore every input into ``out_dir`` on Ray: ``restorekit run MODEL INPUTS -o OUT --engine ray``.
 
@@ -328,8 +366,9 @@ def run_ray(
     this process (what ``restorekit run`` uses here: the same thread count gives the same bytes, as CPU
     convolutions sum in an order that depends on it). Never more actors than files. A CPU actor's model uses
     as many threads as it has CPUs; ``actors`` without ``cpus_per_actor`` shares the cluster's CPUs among them
-    (thinner actors may differ from a wider run by a level in a pixel). ``batch_size``: files per call to an
-    actor.
+    (thinner actors may differ from a wider run by a level in a pixel). ``batch``: the Restorer's (images of
+    one size per network call; ``"auto"``: the measured default, 1 on CPUs). ``batch_size``: files per call to an
+    actor (None: ``batch`` when it is a number, else 1); an actor batches the files of one call.
     ``address``: the Ray cluster to join (``"auto"`` on a node of it, ``"ray://HOST:10001"``); None: a Ray
     this process already joined, else ``$RAY_ADDRESS``, else a local Ray that is shut down afterwards (a Ray
     the caller joined is left as it was). ``progress``: restorekit's bar over the files (None: when stderr is a
@@ -339,8 +378,7 @@ def run_ray(
 
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InputError(f"batch_size must be a whole number of at least 1, not {batch_size!r}")
+    batch_size = _batch_size(batch_size, batch)
     ray = _import_ray()
     options: dict[str, Any] = {
         "weights": None if weights is None else str(weights),
@@ -348,6 +386,7 @@ def run_ray(
         "tile": tile,
         "allow_unpinned": allow_unpinned,
         "lam": lam,
+        "batch": batch,
     }
     facts = _facts(model, task, scale, {**options, "device": device})
     plan, missing = plan_run(facts, list(inputs), out_dir, overwrite=overwrite, masks=masks)
@@ -431,8 +470,9 @@ class _ArrayWorker:
         self.runner = runner(**self.options)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        masks = batch[self.mask_column] if self.mask_column is not None else [None] * len(batch[self.column])
-        restored = [self.runner.run(x, mask=m, input_range=self.input_range) for x, m in zip(batch[self.column], masks)]
+        masks = list(batch[self.mask_column]) if self.mask_column is not None else None
+        # Restorer.run on the list: images of one size go through the network together when its batch allows.
+        restored = self.runner.run(list(batch[self.column]), mask=masks, input_range=self.input_range)
         return {**batch, self.output_column: restored}
 
 
@@ -454,7 +494,8 @@ def restore_dataset(
     actors: int | None = None,
     gpus_per_actor: float | None = None,
     cpus_per_actor: float | None = None,
-    batch_size: int = 1,
+    batch_size: int | None = None,
+    batch: int | str = "auto",
 ) -> Any:
     """The Ray Dataset ``ds`` with each image in ``column`` restored by ``model``, one model per actor.
 
@@ -462,7 +503,7 @@ def restore_dataset(
     in [0, 1], sizes may differ from row to row); each comes back as :meth:`Restorer.run` returns it for that
     array (same kind and dtype; an SR model's is larger), in ``output_column`` (default: ``column`` itself).
     The other columns pass through. ``mask_column``: each row's mask, for inpainting and colourisation models.
-    The model options, ``actors``, ``gpus_per_actor``, ``cpus_per_actor`` and ``batch_size`` are
+    The model options, ``actors``, ``gpus_per_actor``, ``cpus_per_actor``, ``batch`` and ``batch_size`` are
     :func:`run_ray`'s. The result is lazy, as Ray Datasets are; an image that cannot be restored fails the
     dataset when it runs (Ray Data's ``max_errored_blocks`` lets it go on).
 
@@ -476,8 +517,7 @@ def restore_dataset(
         raise InputError(f"restore_dataset takes a ray.data.Dataset (e.g. ray.data.read_images(...)), not {ds!r}")
     if is_method(model):
         raise InputError(f"restore_dataset runs networks on arrays; {model} is a method on files: use run_ray")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InputError(f"batch_size must be a whole number of at least 1, not {batch_size!r}")
+    batch_size = _batch_size(batch_size, batch)
     facts = _facts(model, task, scale, {})
     if (mask_column is None) != (facts.condition is None):
         need = "takes no mask: drop mask_column" if facts.condition is None else "needs mask_column= (a mask per row)"
@@ -495,6 +535,7 @@ def restore_dataset(
         "tile": tile,
         "allow_unpinned": allow_unpinned,
         "progress": False,
+        "batch": batch,
     }
     worker = type(
         "RestoreArrays",

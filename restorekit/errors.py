@@ -24,6 +24,11 @@ class RestorekitError(Exception):
     """Base class of all restorekit errors."""
 
 
+# What one image's restoration can fail with and a run over many images reports for that image alone, going on with
+# the others: restorekit's own errors, a file that cannot be read or written, a value the decoder or network rejects.
+PER_IMAGE_ERRORS: tuple[type[BaseException], ...] = (RestorekitError, OSError, ValueError)
+
+
 class UnknownModelError(RestorekitError, KeyError):
     """A model, architecture or tag name that the registry does not know."""
 

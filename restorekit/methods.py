@@ -328,6 +328,7 @@ def runner(
     lam: float | None = None,
     compile: bool = False,  # noqa: A002 - Restorer's keyword
     download: bool = False,
+    batch: int | str = "auto",
 ) -> Any:
     """What ``restorekit run MODEL`` drives: a catalogue method (:class:`MethodRunner`, or
     :class:`~restorekit.filters.L0Smooth` for ``l0smooth``), a :class:`~restorekit.Restorer` for a registered
@@ -348,6 +349,7 @@ def runner(
             "--dtype": dtype != "auto",
             "--allow-unpinned": allow_unpinned is not None,
             "--compile": compile is not False,
+            "--batch": batch != "auto",
             "--scale": scale is not None and not method.upscales,
             "--task": task is not None and (method.tasks is None or task not in method.tasks),
         }
@@ -382,6 +384,7 @@ def runner(
             allow_unpinned=allow_unpinned,
             progress=progress,
             compile=compile,
+            batch=batch,
             **extra,
         )
     except UnknownModelError as err:

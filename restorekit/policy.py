@@ -52,27 +52,36 @@ class InferencePolicy:
 
     ``memory_format``: ``"contiguous"`` (NCHW, PyTorch's default) or ``"channels_last"`` (NHWC strides for the
     convolution weights and every input). ``compile_pays``: the benchmark measured ``torch.compile`` faster
-    for this architecture (compilation itself stays the user's opt-in, ``compile=True``).
+    for this architecture (compilation itself stays the user's opt-in, ``compile=True``). ``batch``: the most
+    same-size images one network call takes by default (``Restorer(batch="auto")``), 1 until a measurement
+    (``tests/benchmarks/bench_pipeline.py --batch``) finds a larger batch faster than one image at a time.
     """
 
     memory_format: str = "contiguous"
     compile_pays: bool = False
+    batch: int = 1
 
     def __post_init__(self) -> None:
         if self.memory_format not in MEMORY_FORMATS:
             raise ValueError(f"memory_format must be one of {MEMORY_FORMATS}, not {self.memory_format!r}")
         if not isinstance(self.compile_pays, bool):
             raise ValueError(f"compile_pays must be True or False, not {self.compile_pays!r}")
+        if isinstance(self.batch, bool) or not isinstance(self.batch, int) or self.batch < 1:
+            raise ValueError(f"batch must be a whole number >= 1, not {self.batch!r}")
 
     @property
     def channels_last(self) -> bool:
         return self.memory_format == "channels_last"
 
     def describe(self) -> str:
-        return self.memory_format + (", compile pays" if self.compile_pays else "")
+        return (
+            self.memory_format
+            + (", compile pays" if self.compile_pays else "")
+            + (f", batches of up to {self.batch}" if self.batch > 1 else "")
+        )
 
 
-TODAY = InferencePolicy()  # the behaviour before policies: contiguous tensors, eager
+TODAY = InferencePolicy()  # the behaviour before policies: contiguous tensors, eager, one image per call
 
 
 @dataclass(frozen=True)

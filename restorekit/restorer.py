@@ -13,7 +13,7 @@ import copy
 import logging
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from PIL import Image
 
 from . import image as rkimage
 from .devices import pick_device
-from .errors import InputError, RestorekitError
+from .errors import PER_IMAGE_ERRORS, InputError, RestorekitError
 from .feeding import Feeding
 from .options import run_options
 from .policy import check_compile, compile_model, prepare_input, prepare_model
@@ -77,6 +77,13 @@ class Restorer:
     ``compile=True`` also runs it through ``torch.compile`` (inductor; the first image of each new size family
     compiles for tens of seconds; docs/performance.md says on which networks it pays); a machine that cannot
     compile is refused with a :class:`~restorekit.errors.RestorekitError`.
+
+    ``batch``: the most images of one size that go through the network in one call, for ``run`` on a list, an
+    NCHW tensor, :meth:`restore_planars` and ``restorekit run`` on a folder; fewer when half the free memory
+    holds fewer, and a batch that still runs out of memory is split in halves. ``"auto"`` is the architecture's
+    measured default for the device (``self.policy.batch``): 1, one image per call, wherever a batch has not
+    been measured faster (on the CPU it is slower: docs/performance.md). A batch changes the speed, never the
+    results beyond float rounding.
     """
 
     def __init__(
@@ -93,10 +100,15 @@ class Restorer:
         allow_unpinned: bool | None = None,
         progress: bool | None = None,
         compile: bool = False,  # noqa: A002 - the keyword users know from torch.compile
+        batch: int | str = "auto",
     ) -> None:
         from .weights import load_model
 
         self.compile = check_compile(compile)
+        if not (batch == "auto" or (isinstance(batch, int) and not isinstance(batch, bool) and batch >= 1)):
+            raise InputError(
+                f"batch must be 'auto' (the measured default for the device) or a whole number >= 1, not {batch!r}"
+            )
         self.options = run_options(device, dtype, allow_unpinned, progress)
         self.record: WeightRecord = get_record(name, task, scale=scale)
         self.spec: ArchSpec = get_arch(self.record.arch)
@@ -128,6 +140,8 @@ class Restorer:
         # The measured policy of the architecture on this device (restorekit/policy.py): the weights' memory format
         # here, the input's in _run_tile. The half copy inherits it.
         self.policy = self.spec.policy.for_device(self.device)
+        # The most same-size images one network call takes (fewer when half the free memory holds fewer).
+        self.batch: int = self.policy.batch if batch == "auto" else int(batch)
         prepare_model(self.model, self.policy)
         self._half: torch.nn.Module | None = None
         if self.dtype != torch.float32:
@@ -164,7 +178,7 @@ class Restorer:
     def __repr__(self) -> str:
         return (
             f"Restorer({self.record.name!r}, device={str(self.device)!r}, dtype={str(self.dtype)[6:]!r}, "
-            f"tile={self.tile!r})"
+            f"tile={self.tile!r}" + (f", batch={self.batch}" if self.batch > 1 else "") + ")"
         )
 
     # ------------------------------------------------------------------ public API
@@ -225,35 +239,21 @@ class Restorer:
                     raise InputError(
                         f"refusing to start: {listed}{more}. Rename the inputs, or restore them into separate folders."
                     )
+            if self.batch > 1 and all(m is None for m in masks):
+                return self._run_many(list(x), targets, overwrite, value_range)
             return [
                 self.run(item, target, overwrite=overwrite, mask=item_mask, input_range=input_range)
                 for item, target, item_mask in zip(x, targets, masks)
             ]
         mask_t = _mask_tensor(mask) if mask is not None else None
-        if isinstance(x, (str, os.PathLike)):
-            return restore_file(
-                x, output, lambda planar: self.restore_planar(planar, mask=mask_t, input_range=value_range), overwrite
-            )
         if isinstance(x, torch.Tensor):
             result_t = self._run_tensor(x, mask_t, value_range)
             if output is not None:
                 lo, hi = value_range or (0.0, 1.0)
                 self._write_tensor((result_t.float() - lo) / (hi - lo), output, overwrite)
             return result_t
-        for kind, to_planar, from_planar in _ADAPTERS:
-            if isinstance(x, kind):
-                result = self.restore_planar(to_planar(x), mask=mask_t, input_range=value_range)
-                if output is not None:
-                    rkimage.write_image(output, result, overwrite=overwrite)
-                out = from_planar(result)
-                if value_range is not None and isinstance(out, np.ndarray) and out.dtype.kind == "f":
-                    lo, hi = value_range
-                    out = out * np.float32(hi - lo) + np.float32(lo)
-                return out
-        raise InputError(
-            f"Cannot restore an object of type {type(x).__name__}: pass a path, a PIL image, a numpy "
-            "array (HW/HWC), a torch tensor (CHW/NCHW float in [0, 1]) or a list of them."
-        )
+        planar, finish = self._job(x, output, overwrite, value_range)
+        return finish(self.restore_planar(planar, mask=mask_t, input_range=value_range))
 
     __call__ = run
 
@@ -266,6 +266,58 @@ class Restorer:
         """Restore one decoded image; the result keeps its alpha, bit depth and layout.
 
         Float images (``bit_depth`` 32) must hold values in [0, 1], or in ``input_range``."""
+        self._check_planar(planar, input_range)
+        color = planar.color
+        restored = self._restore_channels(_unit_range(color, input_range).unsqueeze(0), mask)[0]
+        return self._with_alpha(planar, restored, input_range)
+
+    def restore_planars(
+        self,
+        planars: Sequence[rkimage.Planar],
+        input_range: tuple[float, float] | None = None,
+        *,
+        errors: str = "raise",
+    ) -> list[Any]:
+        """Restore several decoded images, those of one shape together, up to :attr:`batch` per network call
+        (fewer where half the free memory holds fewer); with ``batch`` 1, one :meth:`restore_planar` each.
+
+        Each result equals :meth:`restore_planar`'s to float rounding (a batched convolution may sum in another
+        order). ``errors="raise"`` raises the first image's error; ``"return"`` puts each failed image's
+        exception in its place in the list and restores the others."""
+        if errors not in ("raise", "return"):
+            raise InputError(f"errors must be 'raise' or 'return', not {errors!r}")
+        results: list[Any] = [None] * len(planars)
+        units: dict[int, torch.Tensor] = {}
+        for i, planar in enumerate(planars):
+            try:
+                if self.batch == 1:
+                    results[i] = self.restore_planar(planar, input_range=input_range)
+                    continue
+                self._check_planar(planar, input_range)
+                units[i] = _unit_range(planar.color, input_range)
+            except PER_IMAGE_ERRORS as err:
+                if errors == "raise":
+                    raise
+                results[i] = err
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, unit in units.items():
+            groups.setdefault(tuple(unit.shape), []).append(i)
+        for members in groups.values():
+            for k in range(0, len(members), self.batch):
+                chunk = members[k : k + self.batch]
+                try:
+                    restored = self._restore_channels(torch.stack([units.pop(i) for i in chunk]))
+                    for i, color in zip(chunk, restored):
+                        results[i] = self._with_alpha(planars[i], color, input_range)
+                except PER_IMAGE_ERRORS as err:
+                    if errors == "raise":
+                        raise
+                    for i in chunk:
+                        if results[i] is None:
+                            results[i] = err
+        return results
+
+    def _check_planar(self, planar: rkimage.Planar, input_range: tuple[float, float] | None) -> None:
         color = planar.color
         if color.ndim != 3 or color.shape[0] not in (1, 3) or color.shape[1] < 1 or color.shape[2] < 1:
             raise InputError(f"expected a (1 or 3, H, W) image, got shape {tuple(color.shape)}")
@@ -274,13 +326,79 @@ class Restorer:
                 f"input_range= applies to float images, but this one is {planar.bit_depth}-bit, which is read as "
                 f"0-{2**planar.bit_depth - 1} already; drop input_range"
             )
-        restored = self._restore_channels(_unit_range(color, input_range).unsqueeze(0), mask)[0]
+
+    def _with_alpha(
+        self, planar: rkimage.Planar, restored: torch.Tensor, input_range: tuple[float, float] | None
+    ) -> rkimage.Planar:
+        """The restored colour of ``planar`` with its alpha (resized for SR), bit depth and layout."""
         alpha = planar.alpha
         if alpha is not None:
             alpha = _unit_range(alpha, input_range, what="its alpha channel")
             if self.record.scale != 1:
                 alpha = _resize(alpha.unsqueeze(0), self.record.scale)[0].clamp(0, 1)
         return rkimage.Planar(color=restored, alpha=alpha, bit_depth=planar.bit_depth, layout=planar.layout)
+
+    def _job(
+        self, x: Any, output: str | os.PathLike | None, overwrite: bool, value_range: tuple[float, float] | None
+    ) -> tuple[rkimage.Planar, Callable[[rkimage.Planar], Any]]:
+        """A path, PIL image or numpy array -> its decoded image and what turns the restored one into
+        :meth:`run`'s result (writing ``output`` when given)."""
+        if isinstance(x, (str, os.PathLike)):
+            src = Path(x)
+            return rkimage.read_image(src), lambda result: finish_file(src, output, result, overwrite)
+        for kind, to_planar, from_planar in _ADAPTERS:
+            if isinstance(x, kind):
+
+                def finish(result: rkimage.Planar, from_planar: Callable[[rkimage.Planar], Any] = from_planar) -> Any:
+                    if output is not None:
+                        rkimage.write_image(output, result, overwrite=overwrite)
+                    out = from_planar(result)
+                    if value_range is not None and isinstance(out, np.ndarray) and out.dtype.kind == "f":
+                        lo, hi = value_range
+                        out = out * np.float32(hi - lo) + np.float32(lo)
+                    return out
+
+                return to_planar(x), finish
+        raise InputError(
+            f"Cannot restore an object of type {type(x).__name__}: pass a path, a PIL image, a numpy "
+            "array (HW/HWC), a torch tensor (CHW/NCHW float in [0, 1]) or a list of them."
+        )
+
+    def _run_many(
+        self,
+        items: list[Any],
+        targets: list[Path | None],
+        overwrite: bool,
+        value_range: tuple[float, float] | None,
+    ) -> list[Any]:
+        """``run`` on a list with batching: decode a window of inputs, restore those of one size together
+        (:meth:`restore_planars`), finish them in input order. Tensors run alone, as ``run(tensor)`` does. As one
+        at a time, the first error is raised after every earlier input is finished (written)."""
+        done: list[Any] = []
+        window = 4 * self.batch
+        start = 0
+        while start < len(items):
+            if isinstance(items[start], torch.Tensor):
+                done.append(self.run(items[start], targets[start], overwrite=overwrite, input_range=value_range))
+                start += 1
+                continue
+            jobs: list[tuple[rkimage.Planar, Callable[[rkimage.Planar], Any]]] = []
+            failure: BaseException | None = None
+            while start < len(items) and len(jobs) < window and not isinstance(items[start], torch.Tensor):
+                try:
+                    jobs.append(self._job(items[start], targets[start], overwrite, value_range))
+                except Exception as err:  # noqa: BLE001 - raised below, after the inputs before it are finished
+                    failure = err
+                    break
+                start += 1
+            results = self.restore_planars([planar for planar, _ in jobs], value_range, errors="return")
+            for (_, finish), result in zip(jobs, results):
+                if isinstance(result, BaseException):
+                    raise result
+                done.append(finish(result))
+            if failure is not None:
+                raise failure
+        return done
 
     # ------------------------------------------------------------------ internals
     def _restore_channels(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -332,9 +450,8 @@ class Restorer:
             mask = mirror_pad(mask, *pads)
         x = self.feeding.to_network(mirror_pad(x, *pads), mask)
         tile = self._choose_tile(x.shape[-2], x.shape[-1])
-        outs = []
-        for i in range(n):
-            outs.append(self._run_with_retry(x[i : i + 1], tile))
+        step = 1 if tile is not None else self._batch_for(x.shape[-2], x.shape[-1])
+        outs = [self._run_with_retry(x[i : i + step], tile) for i in range(0, n, step)]
         y = self.feeding.from_network(torch.cat(outs, 0))
         y = y[:, :, c * s : (c + h) * s, c * s : (c + w) * s].clamp_(0, 1)
         return y if known is None else keep_known(self.record.task, given, y, known)
@@ -354,6 +471,16 @@ class Restorer:
         tile = max(self.min_tile, -(-self.tile // m) * m)
         return None if tile >= max(h, w) else tile
 
+    def _batch_for(self, h: int, w: int) -> int:
+        """How many (h, w) network inputs one call takes: at most :attr:`batch`, and no more than half the free
+        memory holds by the architecture's footprint (the bound :meth:`_choose_tile` puts on one image)."""
+        if self.batch == 1:
+            return 1
+        footprint = self.spec.footprint_for(self.record.config)
+        itemsize = torch.empty((), dtype=self.dtype).element_size()
+        per_image = footprint * h * w * itemsize / 4
+        return max(1, min(self.batch, int(0.5 * free_memory(self.device) // max(per_image, 1.0))))
+
     def _run_with_retry(self, x: torch.Tensor, tile: int | None) -> torch.Tensor:
         m = self.feeding.size_multiple
         while True:
@@ -368,6 +495,15 @@ class Restorer:
                     raise
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
+                if x.shape[0] > 1:
+                    # A batch that does not fit is split before any image is tiled.
+                    half = x.shape[0] // 2
+                    warnings.warn(
+                        f"out of memory on {self.device} with a batch of {x.shape[0]}; retrying in halves",
+                        RuntimeWarning,
+                        stacklevel=2,
+                    )
+                    return torch.cat([self._run_with_retry(x[:half], tile), self._run_with_retry(x[half:], tile)])
                 size = max(x.shape[-2:]) if tile is None else tile
                 smaller = max(self.min_tile, (size // 2) // m * m)
                 if smaller >= size:
@@ -460,7 +596,12 @@ def restore_file(
     """Decode ``src``, apply ``transform``, and write the result to ``output`` (never over ``src``) returning the
     path written, or return it as a numpy array when ``output`` is None. Shared by every file-level runner."""
     src = Path(src)
-    result = transform(rkimage.read_image(src))
+    return finish_file(src, output, transform(rkimage.read_image(src)), overwrite)
+
+
+def finish_file(src: Path, output: str | os.PathLike | None, result: rkimage.Planar, overwrite: bool = True) -> Any:
+    """What :func:`restore_file` does with the restored image of ``src``: write it to ``output`` (never over
+    ``src``) and return the path, or return it as a numpy array when ``output`` is None."""
     if output is None:
         return rkimage.planar_to_numpy(result)
     if Path(output).resolve() == src.resolve():

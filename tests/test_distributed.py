@@ -268,3 +268,24 @@ def test_restore_dataset_equals_restorer_run_on_the_same_arrays(ray_cluster, tmp
         assert row["restored"].dtype == want.dtype == np.uint8
         assert row["restored"].shape == (2 * image.shape[0], 2 * image.shape[1], 3)
         assert np.array_equal(row["restored"], want), row["path"]
+
+
+@pytest.mark.slow
+def test_actors_batch_images_of_one_size_as_restorekit_run_does(ray_cluster, tmp_path, tiny_weights):
+    from restorekit.distributed import run_ray
+
+    src = tmp_path / "in"
+    write_images(src, 5, [(24, 32), (24, 32), (17, 23), (24, 32), (17, 23)])
+    (src / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    local = run_batch(runner(MODEL, weights=tiny_weights, device="cpu"), [src], tmp_path / "local", progress=False)
+    batched = run_batch(
+        runner(MODEL, weights=tiny_weights, device="cpu", batch=3), [src], tmp_path / "batched", progress=False
+    )
+    report = run_ray(MODEL, [src], tmp_path / "ray", weights=tiny_weights, device="cpu", progress=False, batch=3)
+    assert report.summary() == batched.summary() == local.summary() == "5 written, 0 skipped (already there), 1 failed"
+    assert _same_reasons(report.failed, tmp_path / "ray") == _same_reasons(local.failed, tmp_path / "local")
+    for p in local.written:
+        want = np.asarray(Image.open(p), dtype=np.int32)
+        for other in (tmp_path / "ray" / p.name, tmp_path / "batched" / p.name):
+            got = np.asarray(Image.open(other), dtype=np.int32)
+            assert got.shape == want.shape and np.abs(got - want).max() <= 1, other
