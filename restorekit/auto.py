@@ -551,14 +551,9 @@ class AutoRun:
             if output is not None:
                 rkimage.write_image(output, planar, overwrite=overwrite)
             return x.copy()  # the caller's pixels, bit for bit, in a new object (as a restored result is)
-        result = self._apply(p, unit)
-        if output is not None:
-            rkimage.write_image(output, result, overwrite=overwrite)
-        out = from_planar(result)
-        if input_range is not None and isinstance(out, np.ndarray) and out.dtype.kind == "f":
-            lo, hi = input_range
-            out = out * np.float32(hi - lo) + np.float32(lo)
-        return out
+        from .restorer import finish_in_memory
+
+        return finish_in_memory(self._apply(p, unit), from_planar, output, overwrite, input_range)
 
     __call__ = run
 

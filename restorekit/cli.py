@@ -154,10 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--workers",
         type=int,
-        default=2,
+        default=None,
         metavar="N",
-        help="threads decoding the next images and writing finished ones while the model runs (default 2; 0: none); "
-        "the outputs are the same either way",
+        help="threads decoding the next images and writing finished ones while the model runs (default: 2 when "
+        "the model leaves a core free for them or runs on a GPU, else 0; 0: none); the outputs are the same either way",
     )
     r.set_defaults(func=_run)
 

@@ -8,6 +8,9 @@ its device: :func:`prepare_model` lays out the network's weights, :func:`prepare
 changes the speed only: the outputs are equal to float rounding (``tests/test_policy.py`` checks every
 architecture to 1e-5).
 
+``batch`` is how many images of one size one network call takes by default (``Restorer(batch="auto")``): 1
+everywhere so far, since every batch measured slower on the CPU (docs/performance.md, "Batching").
+
 ``torch.compile`` is never applied by default (compiling takes tens of seconds per input shape family): it
 is the user's opt-in, ``Restorer(..., compile=True)`` / ``--compile``, honoured on every architecture;
 ``compile_pays`` records where the measurement found it faster. Half precision is not part of the policy:

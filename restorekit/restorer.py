@@ -10,6 +10,7 @@ layout back as they came.
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import os
 import warnings
@@ -23,6 +24,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from . import image as rkimage
+from .allocator import PEAK_GROWTH, retain_freed_memory, retained
 from .devices import pick_device
 from .errors import PER_IMAGE_ERRORS, InputError, RestorekitError
 from .feeding import Feeding
@@ -113,6 +115,8 @@ class Restorer:
         self.record: WeightRecord = get_record(name, task, scale=scale)
         self.spec: ArchSpec = get_arch(self.record.arch)
         self.device = self.options.device
+        if self.device.type == "cpu":
+            retain_freed_memory()  # large activations reused, not faulted in again (restorekit.allocator)
         self.dtype = self.options.dtype_for(self.record)
         if not (tile in ("auto", None) or (isinstance(tile, int) and not isinstance(tile, bool) and tile >= 0)):
             raise InputError(f"tile must be 'auto', None/0 (whole image) or a positive size in pixels, not {tile!r}")
@@ -348,16 +352,13 @@ class Restorer:
             return rkimage.read_image(src), lambda result: finish_file(src, output, result, overwrite)
         for kind, to_planar, from_planar in _ADAPTERS:
             if isinstance(x, kind):
-
-                def finish(result: rkimage.Planar, from_planar: Callable[[rkimage.Planar], Any] = from_planar) -> Any:
-                    if output is not None:
-                        rkimage.write_image(output, result, overwrite=overwrite)
-                    out = from_planar(result)
-                    if value_range is not None and isinstance(out, np.ndarray) and out.dtype.kind == "f":
-                        lo, hi = value_range
-                        out = out * np.float32(hi - lo) + np.float32(lo)
-                    return out
-
+                finish = functools.partial(
+                    finish_in_memory,
+                    from_planar=from_planar,
+                    output=output,
+                    overwrite=overwrite,
+                    value_range=value_range,
+                )
                 return to_planar(x), finish
         raise InputError(
             f"Cannot restore an object of type {type(x).__name__}: pass a path, a PIL image, a numpy "
@@ -456,17 +457,23 @@ class Restorer:
         y = y[:, :, c * s : (c + h) * s, c * s : (c + w) * s].clamp_(0, 1)
         return y if known is None else keep_known(self.record.task, given, y, known)
 
+    def _footprint(self) -> float:
+        """Bytes per input pixel of one forward pass at the run's dtype: the architecture's measured fp32
+        footprint, times the peak growth of the retained heap on the CPU (:data:`restorekit.allocator.PEAK_GROWTH`)."""
+        itemsize = torch.empty((), dtype=self.dtype).element_size()
+        growth = PEAK_GROWTH if self.device.type == "cpu" and retained() else 1.0
+        return self.spec.footprint_for(self.record.config) * itemsize / 4 * growth
+
     def _choose_tile(self, h: int, w: int) -> int | None:
         m = self.feeding.size_multiple
         if self.tile in (None, 0):
             return None
         if self.tile == "auto":
-            footprint = self.spec.footprint_for(self.record.config)
-            itemsize = torch.empty((), dtype=self.dtype).element_size()
+            footprint = self._footprint()
             budget = free_memory(self.device)
-            if footprint * h * w * itemsize / 4 <= 0.5 * budget:
+            if footprint * h * w <= 0.5 * budget:
                 return None
-            return auto_tile_size(footprint, budget, dtype_bytes=itemsize, multiple=m, min_tile=self.min_tile)
+            return auto_tile_size(footprint, budget, dtype_bytes=4, multiple=m, min_tile=self.min_tile)
         assert isinstance(self.tile, int)
         tile = max(self.min_tile, -(-self.tile // m) * m)
         return None if tile >= max(h, w) else tile
@@ -476,9 +483,7 @@ class Restorer:
         memory holds by the architecture's footprint (the bound :meth:`_choose_tile` puts on one image)."""
         if self.batch == 1:
             return 1
-        footprint = self.spec.footprint_for(self.record.config)
-        itemsize = torch.empty((), dtype=self.dtype).element_size()
-        per_image = footprint * h * w * itemsize / 4
+        per_image = self._footprint() * h * w
         return max(1, min(self.batch, int(0.5 * free_memory(self.device) // max(per_image, 1.0))))
 
     def _run_with_retry(self, x: torch.Tensor, tile: int | None) -> torch.Tensor:
@@ -607,6 +612,24 @@ def finish_file(src: Path, output: str | os.PathLike | None, result: rkimage.Pla
     if Path(output).resolve() == src.resolve():
         raise InputError(f"Refusing to overwrite the input {src} with its own result; choose another output.")
     return rkimage.write_image(output, result, overwrite=overwrite)
+
+
+def finish_in_memory(
+    result: rkimage.Planar,
+    from_planar: Callable[[rkimage.Planar], Any],
+    output: str | os.PathLike | None,
+    overwrite: bool,
+    value_range: tuple[float, float] | None,
+) -> Any:
+    """A restored in-memory image (a numpy array's or PIL image's) as ``run`` returns it: written to ``output``
+    when given, converted back by ``from_planar``, float arrays mapped back to ``value_range``."""
+    if output is not None:
+        rkimage.write_image(output, result, overwrite=overwrite)
+    out = from_planar(result)
+    if value_range is not None and isinstance(out, np.ndarray) and out.dtype.kind == "f":
+        lo, hi = value_range
+        out = out * np.float32(hi - lo) + np.float32(lo)
+    return out
 
 
 def keep_known(task: str, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -126,3 +126,32 @@ def test_an_interrupted_run_keeps_only_complete_files(restorer, tmp_path, monkey
     monkeypatch.undo()
     resumed = run_batch(restorer, [folder], out, progress=False, workers=2)
     assert len(resumed.skipped) == len(written) and _bytes(out) == expected and len(serial.written) == 9
+
+
+def test_the_default_workers_run_only_where_a_core_is_left_for_them(restorer):
+    import os
+
+    import torch
+
+    from restorekit.batch import default_workers
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(os.cpu_count() or 1)  # torch on every core: the decoding would only compete
+        assert default_workers(restorer) == 0
+        if (os.cpu_count() or 1) > 1:
+            torch.set_num_threads(1)  # a core left free
+            assert default_workers(restorer) == 2
+    finally:
+        torch.set_num_threads(threads)
+
+    class Batching:
+        device = torch.device("cpu")
+        batch = 4
+
+    class OnGPU:
+        device = torch.device("cuda")
+        batch = 1
+
+    assert default_workers(Batching()) >= 1, "a batching Restorer's workers gather its batch"
+    assert default_workers(OnGPU()) == 2
