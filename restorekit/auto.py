@@ -551,9 +551,7 @@ class AutoRun:
             if output is not None:
                 rkimage.write_image(output, planar, overwrite=overwrite)
             return x.copy()  # the caller's pixels, bit for bit, in a new object (as a restored result is)
-        from .restorer import finish_in_memory
-
-        return finish_in_memory(self._apply(p, unit), from_planar, output, overwrite, input_range)
+        return rkimage.finish_in_memory(self._apply(p, unit), from_planar, output, overwrite, input_range)
 
     __call__ = run
 

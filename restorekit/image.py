@@ -33,7 +33,7 @@ import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -53,6 +53,7 @@ __all__ = [
     "planar_to_pil",
     "numpy_to_planar",
     "planar_to_numpy",
+    "finish_in_memory",
     "rgb_to_ycbcr",
     "ycbcr_to_rgb",
     "rgb_to_grey",
@@ -200,6 +201,24 @@ def planar_to_numpy(image: Planar) -> np.ndarray:
 
 # --------------------------------------------------------------------------------------------------
 # PIL images
+
+
+def finish_in_memory(
+    result: Planar,
+    from_planar: Callable[[Planar], Any],
+    output: str | os.PathLike | None,
+    overwrite: bool,
+    value_range: tuple[float, float] | None,
+) -> Any:
+    """A restored in-memory image (a numpy array's or PIL image's) as ``run`` returns it: written to ``output``
+    when given, converted back by ``from_planar``, float arrays mapped back to ``value_range``."""
+    if output is not None:
+        write_image(output, result, overwrite=overwrite)
+    out = from_planar(result)
+    if value_range is not None and isinstance(out, np.ndarray) and out.dtype.kind == "f":
+        lo, hi = value_range
+        out = out * np.float32(hi - lo) + np.float32(lo)
+    return out
 
 
 def _has_transparency(img: Image.Image) -> bool:

@@ -353,7 +353,7 @@ class Restorer:
         for kind, to_planar, from_planar in _ADAPTERS:
             if isinstance(x, kind):
                 finish = functools.partial(
-                    finish_in_memory,
+                    rkimage.finish_in_memory,
                     from_planar=from_planar,
                     output=output,
                     overwrite=overwrite,
@@ -612,24 +612,6 @@ def finish_file(src: Path, output: str | os.PathLike | None, result: rkimage.Pla
     if Path(output).resolve() == src.resolve():
         raise InputError(f"Refusing to overwrite the input {src} with its own result; choose another output.")
     return rkimage.write_image(output, result, overwrite=overwrite)
-
-
-def finish_in_memory(
-    result: rkimage.Planar,
-    from_planar: Callable[[rkimage.Planar], Any],
-    output: str | os.PathLike | None,
-    overwrite: bool,
-    value_range: tuple[float, float] | None,
-) -> Any:
-    """A restored in-memory image (a numpy array's or PIL image's) as ``run`` returns it: written to ``output``
-    when given, converted back by ``from_planar``, float arrays mapped back to ``value_range``."""
-    if output is not None:
-        rkimage.write_image(output, result, overwrite=overwrite)
-    out = from_planar(result)
-    if value_range is not None and isinstance(out, np.ndarray) and out.dtype.kind == "f":
-        lo, hi = value_range
-        out = out * np.float32(hi - lo) + np.float32(lo)
-    return out
 
 
 def keep_known(task: str, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
