@@ -10,10 +10,10 @@ the top of the heap that is kept rather than returned) to 2 GiB, so that freed a
 layer. docs/performance.md ("Memory the network frees") has the measured speed and peak memory
 (``tests/benchmarks/bench_allocator.py``); the results do not change.
 
-The :class:`~restorekit.Restorer` calls it when it runs on the CPU. The setting is the process's: the memory a
-run has freed stays with the process (up to the trim threshold) for the next image rather than going back to the
-system. ``RESTOREKIT_MALLOC=system`` (read when the first CPU Restorer is made) leaves malloc as it is. Elsewhere
-(another C library, macOS, Windows) nothing is changed.
+The :class:`~restorekit.Restorer` and the training loop call it when they run on the CPU. The setting is the
+process's: the memory a run has freed stays with the process (up to the trim threshold) for the next image rather
+than going back to the system. ``RESTOREKIT_MALLOC=system`` (read when the first CPU Restorer or Trainer is made)
+leaves malloc as it is. Elsewhere (another C library, macOS, Windows) nothing is changed.
 """
 
 from __future__ import annotations

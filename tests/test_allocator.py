@@ -74,3 +74,19 @@ def test_automatic_tiling_counts_the_peak_growth_of_the_retained_heap(tiny_recor
         r = Restorer(rec.name, pretrained=False, device="cpu")
     assert allocator.retained(), "a CPU Restorer raised the thresholds"
     assert r._footprint() == pytest.approx(get_arch(rec.arch).footprint_for(rec.config) * allocator.PEAK_GROWTH)
+
+
+def test_training_on_the_cpu_keeps_freed_memory_too(tmp_path, monkeypatch):
+    monkeypatch.delenv("RESTOREKIT_MALLOC", raising=False)
+    probe = (
+        "import json\n"
+        "from restorekit import allocator\n"
+        "from restorekit.train.config import resolve\n"
+        "from restorekit.train.loop import Trainer\n"
+        "before = allocator.retained()\n"
+        f"Trainer(resolve('spatial_rnn', overrides=dict(device='cpu', out={str(tmp_path / 'run')!r})), data=False)\n"
+        "print(json.dumps([before, allocator.retained()]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [False, True]

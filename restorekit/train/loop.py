@@ -30,6 +30,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..allocator import retain_freed_memory
 from ..errors import InputError
 from .checkpoint import CHECKPOINT_FORMAT, TrainingError, checkpoint_path, load_checkpoint, save_checkpoint
 from .config import TrainConfig, parse_duration
@@ -291,6 +292,8 @@ class Trainer:
         if device.type == "cuda" and self.world > 1:
             device = torch.device("cuda", local)
         self.device = device
+        if device.type == "cpu":
+            retain_freed_memory()  # activations and gradients reused, not faulted in again (restorekit.allocator)
         self.out = Path(cfg.out)
         self.data_description: list[str] = []
         self.dataset = None
