@@ -410,10 +410,10 @@ class AutoRun:
         compile: bool = False,  # noqa: A002 - Restorer's keyword, passed on to each chosen model
         batch: int | str = "auto",
     ) -> None:
-        from .policy import check_compile
+        from .policy import check_batch, check_compile
 
         self.compile = check_compile(compile)
-        if batch not in ("auto", 1):
+        if check_batch(batch) not in ("auto", 1):
             raise InputError(
                 f"auto chooses a model for each image, so it restores one image at a time; drop batch={batch!r} "
                 "(CLI: --batch), or name a model to batch images of one size"

@@ -339,7 +339,7 @@ class _Pipeline:
 
         self.restorer, self.report, self.input_range, self.bar = restorer, report, input_range, bar
         self.workers = workers
-        self.batch = max(1, int(getattr(restorer, "batch", 1)))
+        self.batch: int = restorer.batch  # a plain Restorer (_pipelinable)
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="restorekit-io")
         self.reads: deque = deque()  # (src, target, future of the decoded image)
         self.writes: deque = deque()  # (src, target, future of the written path)

@@ -265,27 +265,28 @@ class _FileWorker:
         return {"index": batch["index"], "status": status, "reason": reason, "error": error}
 
     def _batched(self, batch: dict[str, Any]) -> dict[str, Any]:
-        """The call's files with a Restorer that batches: decode each, restore those of one size together
-        (``restore_planars``), write each, as ``run_batch``'s pipeline does; a file's own failure is its row's."""
-        from .image import read_image, write_image
+        """The call's files with a Restorer that batches, through ``run_batch``'s own pipeline (decoding ahead,
+        those of one size restored together, writing behind); a file's own failure is its row's."""
+        from pathlib import Path
 
-        n = len(batch["src"])
-        status, reason = [_WRITTEN] * n, [""] * n
-        planars: dict[int, Any] = {}
-        for i, src in enumerate(batch["src"]):
-            try:
-                planars[i] = read_image(str(src))
-            except PER_IMAGE_ERRORS as err:
-                status[i], reason[i] = _FAILED, str(err)
-        restored = self.runner.restore_planars(list(planars.values()), self.input_range, errors="return")
-        for i, result in zip(planars, restored):
-            try:
-                if isinstance(result, BaseException):
-                    raise result
-                write_image(str(batch["target"][i]), result, overwrite=True)
-            except PER_IMAGE_ERRORS as err:
-                status[i], reason[i] = _FAILED, str(err)
-        return {"index": batch["index"], "status": status, "reason": reason, "error": [b""] * n}
+        from tqdm.auto import tqdm
+
+        from .batch import BatchReport, _Pipeline, default_workers
+
+        files = [(Path(str(src)), Path(str(target))) for src, target in zip(batch["src"], batch["target"])]
+        report, bar = BatchReport(), tqdm(disable=True)
+        pipeline = _Pipeline(self.runner, report, default_workers(self.runner), self.input_range, bar)
+        try:
+            for src, target in files:
+                pipeline.add(src, target)
+            pipeline.finish()
+        finally:
+            pipeline.close()
+            bar.close()
+        written, reasons = set(report.written), dict(report.failed)
+        status = [_WRITTEN if target in written else _FAILED for _, target in files]
+        reason = ["" if target in written else reasons.get(str(src), "") for src, target in files]
+        return {"index": batch["index"], "status": status, "reason": reason, "error": [b""] * len(status)}
 
 
 def _batch_size(batch_size: int | None, batch: int | str) -> int:

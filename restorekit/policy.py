@@ -39,6 +39,7 @@ __all__ = [
     "TODAY",
     "ArchPolicy",
     "InferencePolicy",
+    "check_batch",
     "check_compile",
     "compile_model",
     "compile_problem",
@@ -117,6 +118,15 @@ def prepare_input(x: torch.Tensor, policy: InferencePolicy) -> torch.Tensor:
     if policy.channels_last and x.ndim == 4:
         return x.contiguous(memory_format=torch.channels_last)
     return x
+
+
+def check_batch(value: Any) -> int | str:
+    """``batch=`` must be ``"auto"`` (the policy's :attr:`InferencePolicy.batch`) or a whole number >= 1."""
+    if not (value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1)):
+        raise InputError(
+            f"batch must be 'auto' (the measured default for the device) or a whole number >= 1, not {value!r}"
+        )
+    return value
 
 
 def check_compile(value: Any) -> bool:

@@ -29,7 +29,7 @@ from .devices import pick_device
 from .errors import PER_IMAGE_ERRORS, InputError, RestorekitError
 from .feeding import Feeding
 from .options import run_options
-from .policy import check_compile, compile_model, prepare_input, prepare_model
+from .policy import check_batch, check_compile, compile_model, prepare_input, prepare_model
 from .registry import ArchSpec, WeightRecord, get_arch, get_record
 from .tiling import TilePlan, auto_tile_size, free_memory, is_oom, run_tiled
 
@@ -107,10 +107,7 @@ class Restorer:
         from .weights import load_model
 
         self.compile = check_compile(compile)
-        if not (batch == "auto" or (isinstance(batch, int) and not isinstance(batch, bool) and batch >= 1)):
-            raise InputError(
-                f"batch must be 'auto' (the measured default for the device) or a whole number >= 1, not {batch!r}"
-            )
+        batch = check_batch(batch)
         self.options = run_options(device, dtype, allow_unpinned, progress)
         self.record: WeightRecord = get_record(name, task, scale=scale)
         self.spec: ArchSpec = get_arch(self.record.arch)

@@ -34,15 +34,13 @@ def child(name: str, size: int, repeats: int, threads: int, batch: int, train: b
     torch.set_num_threads(threads)
     if train:
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-        from bench_train import measure
+        from bench_train import MODES, measure
 
         from restorekit.registry import get_record
         from restorekit.train.loop import fast_modes
 
-        bf16, cl = fast_modes(get_record(name).arch, torch.device("cpu"))  # what restorekit-train runs by default
-        mode = {(False, False): "fp32", (False, True): "channels_last", (True, False): "bf16"}.get(
-            (bf16, cl), "bf16+channels_last"
-        )
+        modes = fast_modes(get_record(name).arch, torch.device("cpu"))  # what restorekit-train runs by default
+        mode = next(label for label, flags in MODES.items() if flags == modes)
         step = measure(name, device="cpu", batch=batch, steps=repeats, mode=mode, patch=size)["s_per_step"]
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         print(json.dumps({"seconds": step, "peak": peak, "retained": allocator.retained()}))
